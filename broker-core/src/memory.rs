@@ -1,0 +1,310 @@
+//! [`MemoryStore`]: a complete in-process store for tests and examples.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use crate::error::{Result, StoreError};
+use crate::record::{
+    Namespace, PeerJwks, Revocation, SessionPage, SessionRecord, StoreStats, unix_now,
+};
+use crate::store::BrokerStore;
+use crate::validate;
+
+/// An in-memory [`BrokerStore`]. Clones and [`MemoryStore::with_namespace`]
+/// share one database, so namespaces can be tested for isolation. Nothing
+/// survives the process.
+///
+/// ```
+/// # tokio_test_block_on(async {
+/// use broker_core::{BrokerStore, MemoryStore};
+/// let store = MemoryStore::new();
+/// store.setup().await.unwrap();
+/// assert!(store.get_session("unknown").await.unwrap().is_none());
+/// # });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    namespace: Namespace,
+    db: Arc<Mutex<HashMap<Namespace, Space>>>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One namespace's data, with the indexes a real backend would keep.
+#[derive(Default)]
+struct Space {
+    sessions: BTreeMap<String, SessionRecord>,
+    by_expiry: BTreeSet<(i64, String)>,
+    by_subject: HashMap<String, BTreeSet<String>>,
+    revocations: HashMap<String, Revocation>,
+    records: BTreeMap<String, Vec<u8>>,
+    peers: BTreeMap<String, PeerJwks>,
+}
+
+impl Space {
+    fn insert(&mut self, s: SessionRecord) {
+        self.remove(&s.jti);
+        self.by_expiry.insert((s.expires_at, s.jti.clone()));
+        self.by_subject
+            .entry(s.sub.clone())
+            .or_default()
+            .insert(s.jti.clone());
+        self.sessions.insert(s.jti.clone(), s);
+    }
+
+    fn remove(&mut self, jti: &str) -> Option<SessionRecord> {
+        let s = self.sessions.remove(jti)?;
+        self.by_expiry.remove(&(s.expires_at, s.jti.clone()));
+        if let Some(set) = self.by_subject.get_mut(&s.sub) {
+            set.remove(jti);
+            if set.is_empty() {
+                self.by_subject.remove(&s.sub);
+            }
+        }
+        Some(s)
+    }
+
+    fn is_visible(&self, s: &SessionRecord, now: i64) -> bool {
+        s.is_live_at(now)
+            && !self
+                .revocations
+                .get(&s.sub)
+                .is_some_and(|r| r.hides(s.auth_time, now))
+    }
+
+    fn live(&self, jti: &str, now: i64) -> Option<&SessionRecord> {
+        self.sessions.get(jti).filter(|s| self.is_visible(s, now))
+    }
+}
+
+impl MemoryStore {
+    /// A new, empty database with the default namespace.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A store on the same database under another namespace.
+    pub fn with_namespace(&self, namespace: Namespace) -> Self {
+        Self {
+            namespace,
+            db: Arc::clone(&self.db),
+        }
+    }
+
+    /// Run `f` on this namespace's data.
+    fn with<T>(&self, f: impl FnOnce(&mut Space) -> T) -> T {
+        let mut db: MutexGuard<'_, _> = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        f(db.entry(self.namespace.clone()).or_default())
+    }
+}
+
+#[async_trait]
+impl BrokerStore for MemoryStore {
+    fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
+    async fn setup(&self) -> Result<()> {
+        self.with(|_| ());
+        Ok(())
+    }
+
+    async fn health(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn create_session(&self, session: &SessionRecord) -> Result<()> {
+        validate::session("create_session", session)?;
+        let now = unix_now();
+        self.with(|space| {
+            if space.sessions.get(&session.jti).is_some_and(|s| s.is_live_at(now)) {
+                return Err(StoreError::Conflict {
+                    op: "create_session",
+                    what: "a session with this jti exists",
+                });
+            }
+            space.insert(session.clone());
+            Ok(())
+        })
+    }
+
+    async fn save_session(&self, session: &SessionRecord) -> Result<()> {
+        validate::session("save_session", session)?;
+        self.with(|space| space.insert(session.clone()));
+        Ok(())
+    }
+
+    async fn get_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
+        validate::jti("get_session", jti)?;
+        let now = unix_now();
+        Ok(self.with(|space| space.live(jti, now).cloned()))
+    }
+
+    async fn take_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
+        validate::jti("take_session", jti)?;
+        let now = unix_now();
+        Ok(self.with(|space| {
+            space.live(jti, now)?;
+            space.remove(jti)
+        }))
+    }
+
+    async fn delete_session(&self, jti: &str) -> Result<bool> {
+        validate::jti("delete_session", jti)?;
+        Ok(self.with(|space| space.remove(jti).is_some()))
+    }
+
+    async fn replace_session_blob(
+        &self,
+        jti: &str,
+        expected: &[u8],
+        sealed: &[u8],
+    ) -> Result<bool> {
+        validate::jti("replace_session_blob", jti)?;
+        validate::sealed("replace_session_blob", sealed)?;
+        Ok(self.with(|space| match space.sessions.get_mut(jti) {
+            Some(s) if s.sealed == expected => {
+                s.sealed = sealed.to_vec();
+                true
+            }
+            _ => false,
+        }))
+    }
+
+    async fn revoke_subject(&self, revocation: &Revocation) -> Result<u64> {
+        validate::revocation("revoke_subject", revocation)?;
+        Ok(self.with(|space| {
+            space
+                .revocations
+                .entry(revocation.sub.clone())
+                .and_modify(|r| r.merge(revocation))
+                .or_insert_with(|| revocation.clone());
+            let jtis = space.by_subject.remove(&revocation.sub).unwrap_or_default();
+            jtis.iter().filter(|j| space.remove(j).is_some()).count() as u64
+        }))
+    }
+
+    async fn purge_expired(&self) -> Result<u64> {
+        let now = unix_now();
+        Ok(self.with(|space| {
+            let expired: Vec<String> = space
+                .by_expiry
+                .range(..(now + 1, String::new()))
+                .map(|(_, jti)| jti.clone())
+                .collect();
+            space.revocations.retain(|_, r| r.keep_until > now);
+            expired.iter().filter(|j| space.remove(j).is_some()).count() as u64
+        }))
+    }
+
+    async fn scan_sessions(&self, cursor: Option<&str>, limit: usize) -> Result<SessionPage> {
+        validate::page_limit("scan_sessions", limit)?;
+        let now = unix_now();
+        let start = cursor.map_or(Bound::Unbounded, |c| Bound::Excluded(c.to_owned()));
+        Ok(self.with(|space| {
+            let mut last = None;
+            let mut sessions = Vec::new();
+            for (jti, s) in space.sessions.range((start, Bound::Unbounded)) {
+                if sessions.len() == limit {
+                    break;
+                }
+                last = Some(jti.clone());
+                if space.is_visible(s, now) {
+                    sessions.push(s.clone());
+                }
+            }
+            let more = last
+                .as_ref()
+                .is_some_and(|l| space.sessions.range::<String, _>((Bound::Excluded(l), Bound::Unbounded)).next().is_some());
+            SessionPage {
+                sessions,
+                next: if more { last } else { None },
+            }
+        }))
+    }
+
+    async fn create_record(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
+        validate::record_name("create_record", name)?;
+        validate::sealed("create_record", value)?;
+        Ok(self.with(|space| {
+            space
+                .records
+                .entry(name.to_owned())
+                .or_insert_with(|| value.to_vec())
+                .clone()
+        }))
+    }
+
+    async fn get_record(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        validate::record_name("get_record", name)?;
+        Ok(self.with(|space| space.records.get(name).cloned()))
+    }
+
+    async fn replace_record(&self, name: &str, expected: &[u8], value: &[u8]) -> Result<bool> {
+        validate::record_name("replace_record", name)?;
+        validate::sealed("replace_record", value)?;
+        Ok(self.with(|space| match space.records.get_mut(name) {
+            Some(v) if v.as_slice() == expected => {
+                *v = value.to_vec();
+                true
+            }
+            _ => false,
+        }))
+    }
+
+    async fn list_records(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        Ok(self.with(|space| {
+            space
+                .records
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }))
+    }
+
+    async fn save_peer(&self, peer: &PeerJwks) -> Result<()> {
+        validate::peer("save_peer", peer)?;
+        self.with(|space| space.peers.insert(peer.issuer.clone(), peer.clone()));
+        Ok(())
+    }
+
+    async fn load_peers(&self) -> Result<Vec<PeerJwks>> {
+        Ok(self.with(|space| space.peers.values().cloned().collect()))
+    }
+
+    async fn delete_peer(&self, issuer: &str) -> Result<bool> {
+        validate::issuer("delete_peer", issuer)?;
+        Ok(self.with(|space| space.peers.remove(issuer).is_some()))
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        let now = unix_now();
+        Ok(self.with(|space| {
+            let live: Vec<&SessionRecord> = space
+                .sessions
+                .values()
+                .filter(|s| s.is_live_at(now))
+                .collect();
+            let subjects: BTreeSet<&str> = live.iter().map(|s| s.sub.as_str()).collect();
+            StoreStats {
+                live_sessions: live.len() as u64,
+                expired_sessions: (space.sessions.len() - live.len()) as u64,
+                subjects: Some(subjects.len() as u64),
+                peers: space.peers.len() as u64,
+                records: space.records.len() as u64,
+            }
+        }))
+    }
+}

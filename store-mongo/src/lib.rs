@@ -1,0 +1,1 @@
+//! store-mongo (work in progress)

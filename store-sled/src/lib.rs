@@ -1,0 +1,1 @@
+//! store-sled (work in progress)
