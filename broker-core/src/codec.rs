@@ -136,7 +136,8 @@ impl<'a> Reader<'a> {
 
     fn utf8(&mut self, n: usize, what: &'static str) -> Result<String> {
         let b = self.take(n)?;
-        String::from_utf8(b.to_vec()).map_err(|_| StoreError::corrupt(self.op, Corruption::Malformed(what)))
+        String::from_utf8(b.to_vec())
+            .map_err(|_| StoreError::corrupt(self.op, Corruption::Malformed(what)))
     }
 
     fn rest(&mut self) -> &'a [u8] {
@@ -147,7 +148,10 @@ impl<'a> Reader<'a> {
         if self.bytes.is_empty() {
             Ok(())
         } else {
-            Err(StoreError::corrupt(self.op, Corruption::Malformed("trailing bytes")))
+            Err(StoreError::corrupt(
+                self.op,
+                Corruption::Malformed("trailing bytes"),
+            ))
         }
     }
 }
@@ -176,15 +180,41 @@ mod tests {
     #[test]
     fn planted_plaintext_is_corrupt() {
         let e = decode_session("get", "j".into(), b"my refresh token").unwrap_err();
-        assert!(matches!(e, StoreError::Corrupt { reason: Corruption::UnsupportedVersion(b'm'), .. }));
-        assert!(matches!(decode_session("get", "j".into(), &[1, 0]), Err(StoreError::Corrupt { reason: Corruption::Truncated, .. })));
+        assert!(matches!(
+            e,
+            StoreError::Corrupt {
+                reason: Corruption::UnsupportedVersion(b'm'),
+                ..
+            }
+        ));
+        assert!(matches!(
+            decode_session("get", "j".into(), &[1, 0]),
+            Err(StoreError::Corrupt {
+                reason: Corruption::Truncated,
+                ..
+            })
+        ));
     }
 
     #[test]
     fn revocation_and_peer_round_trip() {
-        let r = Revocation { sub: "s".into(), revoked_at: 3, keep_until: 9 };
-        assert_eq!(decode_revocation("t", "s".into(), &encode_revocation(&r)).unwrap(), r);
-        let p = PeerJwks { issuer: "https://i".into(), jwks: r#"{"b":1,"a":2.50}"#.into(), fetched_at: 7 };
-        assert_eq!(decode_peer("t", p.issuer.clone(), &encode_peer(&p)).unwrap(), p);
+        let r = Revocation {
+            sub: "s".into(),
+            revoked_at: 3,
+            keep_until: 9,
+        };
+        assert_eq!(
+            decode_revocation("t", "s".into(), &encode_revocation(&r)).unwrap(),
+            r
+        );
+        let p = PeerJwks {
+            issuer: "https://i".into(),
+            jwks: r#"{"b":1,"a":2.50}"#.into(),
+            fetched_at: 7,
+        };
+        assert_eq!(
+            decode_peer("t", p.issuer.clone(), &encode_peer(&p)).unwrap(),
+            p
+        );
     }
 }

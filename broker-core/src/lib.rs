@@ -1,12 +1,46 @@
-//! placeholder
+//! The core of an OIDC token broker's server-side state: the
+//! [`BrokerStore`] trait every backend implements, the records it keeps,
+//! one typed [`StoreError`], AES-256-GCM sealing with key rotation
+//! ([`crypto`], [`keys`]), the [`TokenVault`] facade applications use, and a
+//! [`MemoryStore`].
+//!
+//! A store never sees a plaintext secret: the vault seals each session's
+//! refresh token and user_info, bound to its `jti`, `sub`, expiry and
+//! namespace, before handing it over, and verifies it on the way back.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use broker_core::{KeyConfig, MemoryStore, TokenVault};
+//!
+//! let store = Arc::new(MemoryStore::new()); // or store_sled / store_postgres / ...
+//! let vault = TokenVault::open(store, KeyConfig::passphrase("from a secret manager".to_owned())).await?;
+//! let pem = vault.load_or_create_signing_key(|| "-----BEGIN PRIVATE KEY-----...".to_owned().into()).await?;
+//! # let _ = pem;
+//! # Ok::<(), broker_core::StoreError>(())
+//! # }).unwrap();
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod codec;
+pub mod crypto;
 pub mod error;
+pub mod keys;
 pub mod memory;
 pub mod record;
 pub mod store;
 pub mod validate;
-pub mod crypto { #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)] pub struct KeyId(pub u32); impl std::fmt::Display for KeyId { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { write!(f, "{:08x}", self.0) } } }
-pub use error::{StoreError, Result, Corruption};
-pub use record::*;
-pub use store::BrokerStore;
+pub mod vault;
+
+pub use error::{BoxError, Corruption, Result, StoreError};
+pub use keys::{KeyConfig, KeySource};
 pub use memory::MemoryStore;
+pub use record::{
+    Namespace, PeerJwks, Revocation, SessionPage, SessionRecord, StoreStats, UnixTime, unix_now,
+};
+pub use store::BrokerStore;
+pub use vault::{RekeyReport, Session, TokenVault, UserInfo};
+
+pub use secrecy;
+pub use serde_json;

@@ -129,7 +129,11 @@ impl BrokerStore for MemoryStore {
         validate::session("create_session", session)?;
         let now = unix_now();
         self.with(|space| {
-            if space.sessions.get(&session.jti).is_some_and(|s| s.is_live_at(now)) {
+            if space
+                .sessions
+                .get(&session.jti)
+                .is_some_and(|s| s.is_live_at(now))
+            {
                 return Err(StoreError::Conflict {
                     op: "create_session",
                     what: "a session with this jti exists",
@@ -225,9 +229,13 @@ impl BrokerStore for MemoryStore {
                     sessions.push(s.clone());
                 }
             }
-            let more = last
-                .as_ref()
-                .is_some_and(|l| space.sessions.range::<String, _>((Bound::Excluded(l), Bound::Unbounded)).next().is_some());
+            let more = last.as_ref().is_some_and(|l| {
+                space
+                    .sessions
+                    .range::<String, _>((Bound::Excluded(l), Bound::Unbounded))
+                    .next()
+                    .is_some()
+            });
             SessionPage {
                 sessions,
                 next: if more { last } else { None },

@@ -34,7 +34,10 @@ pub fn id(op: &'static str, what: &'static str, value: &str) -> Result<()> {
         ));
     }
     if value.as_bytes().contains(&0) {
-        return Err(StoreError::invalid(op, format!("{what} contains a NUL byte")));
+        return Err(StoreError::invalid(
+            op,
+            format!("{what} contains a NUL byte"),
+        ));
     }
     Ok(())
 }

@@ -1,1 +1,934 @@
-//! store-sled (work in progress)
+//! An embedded [`BrokerStore`] on [`sled`]: no server, no set-up, one
+//! directory on disk. The default backend of `brokerctl demo` and the quick
+//! start.
+//!
+//! Each namespace `ns` is a set of sled trees: `ns/sessions` (by `jti`),
+//! `ns/by_expiry` and `ns/by_subject` (indexes), `ns/revocations` and
+//! `ns/revoked_until` (subject revocation markers and their expiry index),
+//! `ns/records` (create-once records) and `ns/peers` (peer JWKS). A session
+//! and its index entries change together in one sled transaction, so the
+//! indexes never drift from the data, even across a crash.
+//!
+//! Writes are durable when the call returns under the default
+//! [`Durability::Flush`]; see [`Durability`] for the faster alternative.
+//!
+//! sled calls that touch memory-resident pages run directly inside the
+//! async methods (they take microseconds); flushing, which waits for an
+//! `fsync`, runs on sled's own I/O thread pool via `flush_async`, so no
+//! async worker thread is blocked on the disk.
+
+#![warn(missing_docs)]
+
+mod keys;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use broker_core::codec;
+use broker_core::validate;
+use broker_core::{
+    BrokerStore, Corruption, Namespace, PeerJwks, Result, Revocation, SessionPage, SessionRecord,
+    StoreError, StoreStats, UnixTime, unix_now,
+};
+use sled::transaction::{
+    ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
+    TransactionalTree,
+};
+use sled::{IVec, Transactional, Tree};
+
+pub use sled;
+
+/// How many index entries purge and revoke handle per transaction.
+const BATCH: usize = 256;
+/// How many subjects' revocation markers a scan page keeps cached.
+const REVOCATION_CACHE: usize = 1024;
+/// The database directory [`SledStore::open_default`] uses inside the
+/// platform data directory.
+pub const DEFAULT_DB_DIR: &str = "broker-store.sled";
+
+/// The tree suffixes of one namespace, in [`SledStore::tree_names`] order.
+const TREE_SUFFIXES: [&str; 7] = [
+    "sessions",
+    "by_expiry",
+    "by_subject",
+    "revocations",
+    "revoked_until",
+    "records",
+    "peers",
+];
+
+/// When a write is on disk.
+///
+/// sled keeps writes in memory and appends them to its log on a flush. A
+/// write that was not flushed yet is lost if the process dies (a crash,
+/// `SIGKILL`, power loss); one that was flushed survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Flush (and `fsync`) after every write: a write is durable when its
+    /// call returns. The default; costs one flush per write (concurrent
+    /// writers share flushes).
+    #[default]
+    Flush,
+    /// Leave flushing to sled's background flusher, which runs every
+    /// `flush_every_ms` of the [`sled::Config`] the database was opened with
+    /// (500 ms by default, and what [`SledStore::open`] uses). Much faster;
+    /// a crash loses the writes of the last interval. Call
+    /// [`SledStore::flush`] to force one. Warning: with `flush_every_ms(None)`
+    /// nothing is flushed until the database is dropped.
+    Periodic,
+}
+
+/// The database could not be opened because it is already open: sled
+/// allows one open handle per database directory (it holds a file lock).
+/// Found as the `source` of a [`StoreError::Unavailable`]; downcast to it
+/// to tell this case apart.
+#[derive(Debug)]
+pub struct DatabaseLocked {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+impl DatabaseLocked {
+    /// The database directory that is locked.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl fmt::Display for DatabaseLocked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the sled database at {} is locked: another process has it open (or this \
+             process opened it already; share that sled::Db with SledStore::from_db)",
+            self.path.display()
+        )
+    }
+}
+
+impl std::error::Error for DatabaseLocked {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// A [`BrokerStore`] on a sled database.
+///
+/// Clones share the database and the opened trees. Build one from a path
+/// ([`SledStore::open`]), the platform data directory
+/// ([`SledStore::open_default`]) or a [`sled::Db`] the application already
+/// has open ([`SledStore::from_db`]).
+#[derive(Clone)]
+pub struct SledStore {
+    db: sled::Db,
+    namespace: Namespace,
+    durability: Durability,
+    trees: Arc<OnceLock<Trees>>,
+}
+
+impl fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SledStore")
+            .field("namespace", &self.namespace)
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The trees of one namespace.
+struct Trees {
+    sessions: Tree,
+    by_expiry: Tree,
+    by_subject: Tree,
+    revocations: Tree,
+    revoked_until: Tree,
+    records: Tree,
+    peers: Tree,
+}
+
+impl Trees {
+    fn open(db: &sled::Db, namespace: &Namespace) -> sled::Result<Self> {
+        let open = |suffix: &str| db.open_tree(tree_name(namespace, suffix));
+        Ok(Self {
+            sessions: open("sessions")?,
+            by_expiry: open("by_expiry")?,
+            by_subject: open("by_subject")?,
+            revocations: open("revocations")?,
+            revoked_until: open("revoked_until")?,
+            records: open("records")?,
+            peers: open("peers")?,
+        })
+    }
+}
+
+fn tree_name(namespace: &Namespace, suffix: &str) -> String {
+    format!("{namespace}/{suffix}")
+}
+
+impl SledStore {
+    /// A store on a database the application already has open, in the
+    /// default namespace, with [`Durability::Flush`]. The store never closes
+    /// or flushes away anything of `db` beyond its own writes; dropping the
+    /// store only drops its handle.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use broker_core::{BrokerStore, Namespace};
+    /// use store_sled::SledStore;
+    ///
+    /// let db = store_sled::sled::open("/var/lib/my-app/db")?; // the app's own database
+    /// let store = SledStore::from_db(db.clone()).with_namespace(Namespace::new("broker")?);
+    /// store.setup().await?;
+    /// // `db` stays usable for the application's own trees.
+    /// db.open_tree("my_app_data")?.insert("k", "v")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn from_db(db: sled::Db) -> Self {
+        Self {
+            db,
+            namespace: Namespace::default(),
+            durability: Durability::default(),
+            trees: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Open (or create) the database in directory `path`.
+    ///
+    /// Fails with [`StoreError::Unavailable`] whose source is
+    /// [`DatabaseLocked`] when another process (or another handle in this
+    /// process) has the database open.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), broker_core::StoreError> {
+    /// use broker_core::BrokerStore;
+    /// let store = store_sled::SledStore::open("./broker-data")?;
+    /// store.setup().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::from_config(sled::Config::new().path(path.as_ref()))
+    }
+
+    /// Open the database with a sled configuration of your own (cache size,
+    /// `flush_every_ms`, ...).
+    pub fn from_config(config: sled::Config) -> Result<Self> {
+        const OP: &str = "open";
+        match config.open() {
+            Ok(db) => Ok(Self::from_db(db)),
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                Err(StoreError::unavailable(
+                    OP,
+                    DatabaseLocked {
+                        path: config.path.clone(),
+                        source: e,
+                    },
+                ))
+            }
+            Err(e) => Err(sled_error(OP, e)),
+        }
+    }
+
+    /// Open (or create) the database in the platform data directory of
+    /// `app_name` (see [`SledStore::default_path`]), as py-oidc-auth does
+    /// with its SQLite file.
+    pub fn open_default(app_name: &str) -> Result<Self> {
+        Self::open(Self::default_path(app_name)?)
+    }
+
+    /// Where [`SledStore::open_default`] keeps the database:
+    /// `<data dir>/<app>/broker-store.sled`, e.g.
+    /// `~/.local/share/<app>/broker-store.sled` on Linux,
+    /// `~/Library/Application Support/<app>/broker-store.sled` on macOS and
+    /// `%APPDATA%\<app>\data\broker-store.sled` on Windows.
+    ///
+    /// `app_name` must be 1..=64 ASCII letters, digits, `-`, `_` or `.`,
+    /// not starting with `.`.
+    pub fn default_path(app_name: &str) -> Result<PathBuf> {
+        const OP: &str = "open_default";
+        let valid = !app_name.is_empty()
+            && app_name.len() <= 64
+            && !app_name.starts_with('.')
+            && app_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid {
+            return Err(StoreError::invalid(
+                OP,
+                "app name must be 1..=64 of [A-Za-z0-9._-], not starting with '.'",
+            ));
+        }
+        let dirs = directories::ProjectDirs::from("", "", app_name).ok_or_else(|| {
+            StoreError::unavailable(
+                OP,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no home directory, so no platform data directory",
+                ),
+            )
+        })?;
+        Ok(dirs.data_dir().join(DEFAULT_DB_DIR))
+    }
+
+    /// The same database under another namespace (a separate set of trees).
+    pub fn with_namespace(mut self, namespace: Namespace) -> Self {
+        self.namespace = namespace;
+        self.trees = Arc::new(OnceLock::new());
+        self
+    }
+
+    /// Choose when writes are durable (default [`Durability::Flush`]).
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// The durability this store writes with.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// The underlying database, e.g. to open trees of your own.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// The names of the sled trees this store's namespace uses (for
+    /// backups, inspection or removing a namespace with
+    /// [`sled::Db::drop_tree`] once no store uses it any more).
+    pub fn tree_names(&self) -> Vec<String> {
+        TREE_SUFFIXES
+            .iter()
+            .map(|s| tree_name(&self.namespace, s))
+            .collect()
+    }
+
+    /// Write everything buffered to disk; returns the number of bytes
+    /// flushed. Useful with [`Durability::Periodic`] before a planned stop.
+    pub async fn flush(&self) -> Result<usize> {
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| sled_error("flush", e))
+    }
+
+    /// The namespace's trees, opened on first use.
+    fn trees(&self, op: &'static str) -> Result<&Trees> {
+        if let Some(t) = self.trees.get() {
+            return Ok(t);
+        }
+        let opened = Trees::open(&self.db, &self.namespace).map_err(|e| sled_error(op, e))?;
+        // A racing caller may have set it first; both opened the same trees.
+        let _ = self.trees.set(opened);
+        self.trees.get().ok_or_else(|| {
+            StoreError::backend(
+                op,
+                std::io::Error::other("the namespace's trees could not be opened"),
+            )
+        })
+    }
+
+    /// Make a write durable according to the chosen [`Durability`].
+    async fn written(&self, op: &'static str) -> Result<()> {
+        match self.durability {
+            Durability::Flush => {
+                self.db.flush_async().await.map_err(|e| sled_error(op, e))?;
+            }
+            Durability::Periodic => {}
+        }
+        Ok(())
+    }
+
+    /// True if a revocation marker of `s.sub` hides `s` at `now`.
+    fn revoked(&self, t: &Trees, op: &'static str, s: &SessionRecord, now: UnixTime) -> Result<bool> {
+        match t.revocations.get(s.sub.as_bytes()).map_err(|e| sled_error(op, e))? {
+            Some(bytes) => Ok(codec::decode_revocation(op, s.sub.clone(), &bytes)?
+                .hides(s.auth_time, now)),
+            None => Ok(false),
+        }
+    }
+
+    /// Insert (`create` = only over a missing or expired session) or
+    /// replace a session together with its index entries.
+    async fn put_session(&self, op: &'static str, session: &SessionRecord, create: bool) -> Result<()> {
+        validate::session(op, session)?;
+        let t = self.trees(op)?;
+        let value = codec::encode_session(session);
+        let now = unix_now();
+        (&t.sessions, &t.by_expiry, &t.by_subject)
+            .transaction(|(s, e, b)| {
+                let tx = SessionTx { s, e, b, op };
+                if create && let Some(old) = s.get(session.jti.as_bytes())? {
+                    let old = codec::decode_session(op, session.jti.clone(), &old).map_err(abort)?;
+                    if old.is_live_at(now) {
+                        return Err(abort(StoreError::Conflict {
+                            op,
+                            what: "a session with this jti exists",
+                        }));
+                    }
+                }
+                tx.put(session, &value)
+            })
+            .map_err(|e| tx_error(op, e))?;
+        self.written(op).await
+    }
+}
+
+/// The three trees a session lives in, inside one transaction.
+struct SessionTx<'a> {
+    s: &'a TransactionalTree,
+    e: &'a TransactionalTree,
+    b: &'a TransactionalTree,
+    op: &'static str,
+}
+
+type TxResult<T> = ConflictableTransactionResult<T, StoreError>;
+
+impl SessionTx<'_> {
+    /// Remove the session `jti` and its index entries; returns its stored bytes.
+    fn unlink(&self, jti: &str) -> TxResult<Option<IVec>> {
+        let Some(old) = self.s.remove(jti.as_bytes())? else {
+            return Ok(None);
+        };
+        // An undecodable record has no index entries we can name; any it
+        // had are dropped as stale by purge / revoke when they meet them.
+        if let Ok(rec) = codec::decode_session(self.op, jti.to_owned(), &old) {
+            self.e.remove(keys::timed(rec.expires_at, jti))?;
+            self.b.remove(keys::subject(&rec.sub, jti))?;
+        }
+        Ok(Some(old))
+    }
+
+    /// Store `session` (encoded as `value`), replacing any old one.
+    fn put(&self, session: &SessionRecord, value: &[u8]) -> TxResult<()> {
+        self.unlink(&session.jti)?;
+        self.s.insert(session.jti.as_bytes(), value)?;
+        self.e
+            .insert(keys::timed(session.expires_at, &session.jti), IVec::default())?;
+        self.b
+            .insert(keys::subject(&session.sub, &session.jti), IVec::default())?;
+        Ok(())
+    }
+}
+
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+/// Map a sled error: I/O failures are "unavailable", the rest "backend".
+fn sled_error(op: &'static str, e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(io) => StoreError::unavailable(op, io),
+        other => StoreError::backend(op, other),
+    }
+}
+
+fn tx_error(op: &'static str, e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => sled_error(op, e),
+    }
+}
+
+/// Up to [`BATCH`] keys of an iterator.
+fn key_batch(op: &'static str, iter: sled::Iter) -> Result<Vec<IVec>> {
+    iter.keys()
+        .take(BATCH)
+        .collect::<sled::Result<Vec<_>>>()
+        .map_err(|e| sled_error(op, e))
+}
+
+#[async_trait]
+impl BrokerStore for SledStore {
+    fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
+    async fn setup(&self) -> Result<()> {
+        self.trees("setup").map(|_| ())
+    }
+
+    async fn health(&self) -> Result<()> {
+        const OP: &str = "health";
+        let t = self.trees(OP)?;
+        t.records
+            .contains_key(b"")
+            .map(|_| ())
+            .map_err(|e| sled_error(OP, e))
+    }
+
+    async fn create_session(&self, session: &SessionRecord) -> Result<()> {
+        self.put_session("create_session", session, true).await
+    }
+
+    async fn save_session(&self, session: &SessionRecord) -> Result<()> {
+        self.put_session("save_session", session, false).await
+    }
+
+    async fn get_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
+        const OP: &str = "get_session";
+        validate::jti(OP, jti)?;
+        let t = self.trees(OP)?;
+        let Some(bytes) = t.sessions.get(jti.as_bytes()).map_err(|e| sled_error(OP, e))? else {
+            return Ok(None);
+        };
+        let s = codec::decode_session(OP, jti.to_owned(), &bytes)?;
+        let now = unix_now();
+        if !s.is_live_at(now) || self.revoked(t, OP, &s, now)? {
+            return Ok(None);
+        }
+        Ok(Some(s))
+    }
+
+    async fn take_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
+        const OP: &str = "take_session";
+        validate::jti(OP, jti)?;
+        let t = self.trees(OP)?;
+        let now = unix_now();
+        let taken = (&t.sessions, &t.by_expiry, &t.by_subject, &t.revocations)
+            .transaction(|(s, e, b, r)| {
+                let Some(bytes) = s.get(jti.as_bytes())? else {
+                    return Ok(None);
+                };
+                let rec = codec::decode_session(OP, jti.to_owned(), &bytes).map_err(abort)?;
+                if !rec.is_live_at(now) {
+                    return Ok(None);
+                }
+                if let Some(rv) = r.get(rec.sub.as_bytes())? {
+                    let rv = codec::decode_revocation(OP, rec.sub.clone(), &rv).map_err(abort)?;
+                    if rv.hides(rec.auth_time, now) {
+                        return Ok(None);
+                    }
+                }
+                SessionTx { s, e, b, op: OP }.unlink(jti)?;
+                Ok(Some(rec))
+            })
+            .map_err(|e| tx_error(OP, e))?;
+        if taken.is_some() {
+            self.written(OP).await?;
+        }
+        Ok(taken)
+    }
+
+    async fn delete_session(&self, jti: &str) -> Result<bool> {
+        const OP: &str = "delete_session";
+        validate::jti(OP, jti)?;
+        let t = self.trees(OP)?;
+        let removed = (&t.sessions, &t.by_expiry, &t.by_subject)
+            .transaction(|(s, e, b)| Ok(SessionTx { s, e, b, op: OP }.unlink(jti)?.is_some()))
+            .map_err(|e| tx_error(OP, e))?;
+        if removed {
+            self.written(OP).await?;
+        }
+        Ok(removed)
+    }
+
+    async fn replace_session_blob(
+        &self,
+        jti: &str,
+        expected: &[u8],
+        sealed: &[u8],
+    ) -> Result<bool> {
+        const OP: &str = "replace_session_blob";
+        validate::jti(OP, jti)?;
+        validate::sealed(OP, sealed)?;
+        let t = self.trees(OP)?;
+        // The blob is not indexed, so only the sessions tree changes.
+        let replaced = (&t.sessions)
+            .transaction(|s| {
+                let Some(bytes) = s.get(jti.as_bytes())? else {
+                    return Ok(false);
+                };
+                let mut rec = codec::decode_session(OP, jti.to_owned(), &bytes).map_err(abort)?;
+                if rec.sealed != expected {
+                    return Ok(false);
+                }
+                rec.sealed = sealed.to_vec();
+                s.insert(jti.as_bytes(), codec::encode_session(&rec))?;
+                Ok(true)
+            })
+            .map_err(|e| tx_error(OP, e))?;
+        if replaced {
+            self.written(OP).await?;
+        }
+        Ok(replaced)
+    }
+
+    async fn revoke_subject(&self, revocation: &Revocation) -> Result<u64> {
+        const OP: &str = "revoke_subject";
+        validate::revocation(OP, revocation)?;
+        let t = self.trees(OP)?;
+        let sub = revocation.sub.as_str();
+
+        // 1. The marker first: from here on a session of `sub` with
+        //    auth_time <= revoked_at is hidden, wherever it is saved.
+        (&t.revocations, &t.revoked_until)
+            .transaction(|(r, u)| {
+                let mut merged = revocation.clone();
+                if let Some(old) = r.get(sub.as_bytes())? {
+                    // A damaged marker is overwritten; its index entry (if
+                    // any) is dropped as stale by purge.
+                    if let Ok(old) = codec::decode_revocation(OP, sub.to_owned(), &old) {
+                        u.remove(keys::timed(old.keep_until, sub))?;
+                        merged.merge(&old);
+                    }
+                }
+                r.insert(sub.as_bytes(), codec::encode_revocation(&merged))?;
+                u.insert(keys::timed(merged.keep_until, sub), IVec::default())?;
+                Ok(())
+            })
+            .map_err(|e| tx_error(OP, e))?;
+
+        // 2. Delete the subject's sessions through the subject index, a
+        //    batch per transaction. Every key of a batch leaves the index, so
+        //    the loop makes progress.
+        let prefix = keys::subject_prefix(sub);
+        let mut deleted = 0u64;
+        loop {
+            let batch = key_batch(OP, t.by_subject.scan_prefix(&prefix))?;
+            if batch.is_empty() {
+                break;
+            }
+            deleted += (&t.sessions, &t.by_expiry, &t.by_subject)
+                .transaction(|(s, e, b)| {
+                    let tx = SessionTx { s, e, b, op: OP };
+                    let mut n = 0u64;
+                    for key in &batch {
+                        let jti = keys::split_subject(key).map(|(_, jti)| jti);
+                        let owned = match jti {
+                            Some(jti) => s.get(jti.as_bytes())?.is_some_and(|bytes| {
+                                codec::decode_session(OP, jti.to_owned(), &bytes)
+                                    .is_ok_and(|rec| rec.sub == sub)
+                            }),
+                            None => false,
+                        };
+                        match jti {
+                            Some(jti) if owned => {
+                                tx.unlink(jti)?;
+                                n += 1;
+                            }
+                            // Stale or malformed entry: drop it.
+                            _ => {
+                                b.remove(key)?;
+                            }
+                        }
+                    }
+                    Ok(n)
+                })
+                .map_err(|e| tx_error(OP, e))?;
+            if batch.len() < BATCH {
+                break;
+            }
+        }
+        self.written(OP).await?;
+        Ok(deleted)
+    }
+
+    async fn purge_expired(&self) -> Result<u64> {
+        const OP: &str = "purge_expired";
+        let t = self.trees(OP)?;
+        let now = unix_now();
+        // Index keys below ts(now + 1) are exactly the entries with expiry <= now.
+        let end = keys::ts(now.saturating_add(1));
+        let mut removed = 0u64;
+        let mut wrote = false;
+
+        loop {
+            let batch = key_batch(OP, t.by_expiry.range(..&end[..]))?;
+            if batch.is_empty() {
+                break;
+            }
+            wrote = true;
+            removed += (&t.sessions, &t.by_expiry, &t.by_subject)
+                .transaction(|(s, e, b)| {
+                    let tx = SessionTx { s, e, b, op: OP };
+                    let mut n = 0u64;
+                    for key in &batch {
+                        let entry = keys::split_timed(key);
+                        let current = match entry {
+                            Some((at, jti)) => s.get(jti.as_bytes())?.is_some_and(|bytes| {
+                                codec::session_expires_at(OP, &bytes).is_ok_and(|x| x == at)
+                            }),
+                            None => false,
+                        };
+                        match entry {
+                            Some((_, jti)) if current => {
+                                tx.unlink(jti)?;
+                                n += 1;
+                            }
+                            // Stale or malformed entry: drop it.
+                            _ => {
+                                e.remove(key)?;
+                            }
+                        }
+                    }
+                    Ok(n)
+                })
+                .map_err(|e| tx_error(OP, e))?;
+            if batch.len() < BATCH {
+                break;
+            }
+        }
+
+        loop {
+            let batch = key_batch(OP, t.revoked_until.range(..&end[..]))?;
+            if batch.is_empty() {
+                break;
+            }
+            wrote = true;
+            (&t.revocations, &t.revoked_until)
+                .transaction(|(r, u)| {
+                    for key in &batch {
+                        if let Some((at, sub)) = keys::split_timed(key) {
+                            let current = r.get(sub.as_bytes())?.is_some_and(|bytes| {
+                                codec::decode_revocation(OP, sub.to_owned(), &bytes)
+                                    .is_ok_and(|rv| rv.keep_until == at)
+                            });
+                            if current {
+                                r.remove(sub.as_bytes())?;
+                            }
+                        }
+                        u.remove(key)?;
+                    }
+                    Ok(())
+                })
+                .map_err(|e| tx_error(OP, e))?;
+            if batch.len() < BATCH {
+                break;
+            }
+        }
+
+        if wrote {
+            self.written(OP).await?;
+        }
+        Ok(removed)
+    }
+
+    async fn scan_sessions(&self, cursor: Option<&str>, limit: usize) -> Result<SessionPage> {
+        const OP: &str = "scan_sessions";
+        validate::page_limit(OP, limit)?;
+        let t = self.trees(OP)?;
+        let now = unix_now();
+        let iter = match cursor {
+            Some(c) => t
+                .sessions
+                .range::<&[u8], _>((Bound::Excluded(c.as_bytes()), Bound::Unbounded)),
+            None => t.sessions.iter(),
+        };
+        let mut sessions = Vec::new();
+        let mut last = None;
+        let mut more = false;
+        let mut revocations: HashMap<String, Option<Revocation>> = HashMap::new();
+        for item in iter {
+            let (key, value) = item.map_err(|e| sled_error(OP, e))?;
+            if sessions.len() == limit {
+                more = true;
+                break;
+            }
+            let jti = String::from_utf8(key.to_vec())
+                .map_err(|_| StoreError::corrupt(OP, Corruption::Malformed("session key")))?;
+            let s = codec::decode_session(OP, jti, &value)?;
+            if !s.is_live_at(now) {
+                continue;
+            }
+            if !revocations.contains_key(&s.sub) {
+                if revocations.len() >= REVOCATION_CACHE {
+                    revocations.clear();
+                }
+                let rv = match t.revocations.get(s.sub.as_bytes()).map_err(|e| sled_error(OP, e))? {
+                    Some(bytes) => Some(codec::decode_revocation(OP, s.sub.clone(), &bytes)?),
+                    None => None,
+                };
+                revocations.insert(s.sub.clone(), rv);
+            }
+            let hidden = revocations
+                .get(&s.sub)
+                .and_then(Option::as_ref)
+                .is_some_and(|rv| rv.hides(s.auth_time, now));
+            if hidden {
+                continue;
+            }
+            last = Some(s.jti.clone());
+            sessions.push(s);
+        }
+        Ok(SessionPage {
+            sessions,
+            next: if more { last } else { None },
+        })
+    }
+
+    async fn create_record(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
+        const OP: &str = "create_record";
+        validate::record_name(OP, name)?;
+        validate::sealed(OP, value)?;
+        let t = self.trees(OP)?;
+        // Records are never deleted through the store, so a failed swap
+        // always shows the winner; the bound only guards against a record
+        // removed behind our back over and over.
+        for _ in 0..16 {
+            match t
+                .records
+                .compare_and_swap(name.as_bytes(), None::<&[u8]>, Some(value))
+                .map_err(|e| sled_error(OP, e))?
+            {
+                Ok(()) => {
+                    self.written(OP).await?;
+                    return Ok(value.to_vec());
+                }
+                Err(sled::CompareAndSwapError {
+                    current: Some(current),
+                    ..
+                }) => {
+                    // The winner's value must be durable before anyone uses it.
+                    self.written(OP).await?;
+                    return Ok(current.to_vec());
+                }
+                Err(_) => continue,
+            }
+        }
+        Err(StoreError::backend(
+            OP,
+            std::io::Error::other("the record kept changing; giving up"),
+        ))
+    }
+
+    async fn get_record(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        const OP: &str = "get_record";
+        validate::record_name(OP, name)?;
+        let t = self.trees(OP)?;
+        Ok(t.records
+            .get(name.as_bytes())
+            .map_err(|e| sled_error(OP, e))?
+            .map(|v| v.to_vec()))
+    }
+
+    async fn replace_record(&self, name: &str, expected: &[u8], value: &[u8]) -> Result<bool> {
+        const OP: &str = "replace_record";
+        validate::record_name(OP, name)?;
+        validate::sealed(OP, value)?;
+        let t = self.trees(OP)?;
+        let swapped = t
+            .records
+            .compare_and_swap(name.as_bytes(), Some(expected), Some(value))
+            .map_err(|e| sled_error(OP, e))?
+            .is_ok();
+        if swapped {
+            self.written(OP).await?;
+        }
+        Ok(swapped)
+    }
+
+    async fn list_records(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        const OP: &str = "list_records";
+        let t = self.trees(OP)?;
+        t.records
+            .iter()
+            .map(|item| {
+                let (k, v) = item.map_err(|e| sled_error(OP, e))?;
+                let name = String::from_utf8(k.to_vec())
+                    .map_err(|_| StoreError::corrupt(OP, Corruption::Malformed("record name")))?;
+                Ok((name, v.to_vec()))
+            })
+            .collect()
+    }
+
+    async fn save_peer(&self, peer: &PeerJwks) -> Result<()> {
+        const OP: &str = "save_peer";
+        validate::peer(OP, peer)?;
+        let t = self.trees(OP)?;
+        t.peers
+            .insert(peer.issuer.as_bytes(), codec::encode_peer(peer))
+            .map_err(|e| sled_error(OP, e))?;
+        self.written(OP).await
+    }
+
+    async fn load_peers(&self) -> Result<Vec<PeerJwks>> {
+        const OP: &str = "load_peers";
+        let t = self.trees(OP)?;
+        t.peers
+            .iter()
+            .map(|item| {
+                let (k, v) = item.map_err(|e| sled_error(OP, e))?;
+                let issuer = String::from_utf8(k.to_vec())
+                    .map_err(|_| StoreError::corrupt(OP, Corruption::Malformed("issuer")))?;
+                codec::decode_peer(OP, issuer, &v)
+            })
+            .collect()
+    }
+
+    async fn delete_peer(&self, issuer: &str) -> Result<bool> {
+        const OP: &str = "delete_peer";
+        validate::issuer(OP, issuer)?;
+        let t = self.trees(OP)?;
+        let removed = t
+            .peers
+            .remove(issuer.as_bytes())
+            .map_err(|e| sled_error(OP, e))?
+            .is_some();
+        if removed {
+            self.written(OP).await?;
+        }
+        Ok(removed)
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        const OP: &str = "stats";
+        let t = self.trees(OP)?;
+        let now = unix_now();
+        let end = keys::ts(now.saturating_add(1));
+        let count = |iter: sled::Iter| -> Result<u64> {
+            let mut n = 0u64;
+            for k in iter.keys() {
+                k.map_err(|e| sled_error(OP, e))?;
+                n += 1;
+            }
+            Ok(n)
+        };
+        let expired_sessions = count(t.by_expiry.range(..&end[..]))?;
+        let live_sessions = count(t.by_expiry.range(&end[..]..))?;
+
+        // Distinct subjects with a live session: walk the subject index
+        // (grouped by subject) and stop checking a subject at its first
+        // live session. Memory stays bounded by one subject name.
+        let mut subjects = 0u64;
+        let mut current: Option<(String, bool)> = None;
+        for k in t.by_subject.iter().keys() {
+            let k = k.map_err(|e| sled_error(OP, e))?;
+            let Some((sub, jti)) = keys::split_subject(&k) else {
+                continue;
+            };
+            match &current {
+                Some((c, counted)) if c == sub => {
+                    if *counted {
+                        continue;
+                    }
+                }
+                _ => current = Some((sub.to_owned(), false)),
+            }
+            let live = t
+                .sessions
+                .get(jti.as_bytes())
+                .map_err(|e| sled_error(OP, e))?
+                .is_some_and(|bytes| codec::session_expires_at(OP, &bytes).is_ok_and(|x| x > now));
+            if live {
+                subjects += 1;
+                current = Some((sub.to_owned(), true));
+            }
+        }
+
+        Ok(StoreStats {
+            live_sessions,
+            expired_sessions,
+            subjects: Some(subjects),
+            peers: t.peers.len() as u64,
+            records: t.records.len() as u64,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

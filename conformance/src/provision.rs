@@ -1,0 +1,111 @@
+//! Finding a database server for the server backends' tests.
+//!
+//! In order: a URL from the environment (`BROKER_TEST_POSTGRES_URL`,
+//! `BROKER_TEST_MONGO_URL`, `BROKER_TEST_REDIS_URL`,
+//! `BROKER_TEST_REDIS_CLUSTER_URLS`); else, with the `containers` feature,
+//! a throwaway container through `testcontainers` when a Docker engine
+//! answers; else a loud skip — and under `CI=true` a panic, because in CI a
+//! skipped backend is a failure. `scripts/test-all.sh` starts real servers
+//! and sets the variables.
+
+use std::sync::Once;
+
+use crate::loud;
+
+/// A server kind the suite can be pointed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    /// PostgreSQL.
+    Postgres,
+    /// MongoDB (or a wire-compatible server).
+    Mongo,
+    /// A single Redis node.
+    Redis,
+    /// A Redis Cluster (comma-separated node URLs).
+    RedisCluster,
+}
+
+impl Server {
+    /// The environment variable holding its URL.
+    pub fn env_var(self) -> &'static str {
+        match self {
+            Self::Postgres => "BROKER_TEST_POSTGRES_URL",
+            Self::Mongo => "BROKER_TEST_MONGO_URL",
+            Self::Redis => "BROKER_TEST_REDIS_URL",
+            Self::RedisCluster => "BROKER_TEST_REDIS_CLUSTER_URLS",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Postgres => "PostgreSQL",
+            Self::Mongo => "MongoDB",
+            Self::Redis => "Redis",
+            Self::RedisCluster => "Redis Cluster",
+        }
+    }
+}
+
+/// True when running in CI (`CI=true`), where skips fail.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// The URL of a `server` for tests, or `None` after a loud skip notice.
+/// Panics under `CI=true` when there is none.
+pub async fn server_url(server: Server) -> Option<String> {
+    if let Ok(url) = std::env::var(server.env_var())
+        && !url.trim().is_empty()
+    {
+        return Some(url);
+    }
+    #[cfg(feature = "containers")]
+    if let Some(url) = crate::containers::start(server).await {
+        return Some(url);
+    }
+    skip(server.label(), server.env_var());
+    None
+}
+
+/// Report a missing server: loudly, once per process; panic under `CI=true`.
+pub fn skip(what: &str, env_var: &str) {
+    let message = format!(
+        "no {what} server: set {env_var} (or run scripts/test-all.sh, which starts one){}",
+        if cfg!(feature = "containers") {
+            ", or start a Docker engine"
+        } else {
+            ""
+        }
+    );
+    if in_ci() {
+        panic!("CI=true and {message}: a skipped backend is a failure in CI");
+    }
+    static BANNER: Once = Once::new();
+    BANNER.call_once(|| {
+        loud(&format!(
+            "\n================================================================\n\
+             SKIPPING {what} TESTS: {message}\n\
+             ================================================================\n"
+        ));
+    });
+}
+
+/// PostgreSQL URL for tests.
+pub async fn postgres_url() -> Option<String> {
+    server_url(Server::Postgres).await
+}
+
+/// MongoDB URL for tests.
+pub async fn mongo_url() -> Option<String> {
+    server_url(Server::Mongo).await
+}
+
+/// Redis (single node) URL for tests.
+pub async fn redis_url() -> Option<String> {
+    server_url(Server::Redis).await
+}
+
+/// Redis Cluster node URLs for tests, comma-separated.
+pub async fn redis_cluster_urls() -> Option<String> {
+    server_url(Server::RedisCluster).await
+}

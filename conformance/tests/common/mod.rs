@@ -1,0 +1,66 @@
+//! A conformance factory over `MemoryStore`, shared by this crate's tests.
+
+use std::sync::Arc;
+
+use broker_core::{BrokerStore, MemoryStore, Namespace, StoreError, codec};
+use conformance::StoreFactory;
+
+/// Opens `MemoryStore`s on one shared in-memory database, each wrapped by
+/// `wrap` (identity for the real suite, a fault for the broken-store tests).
+pub struct MemoryFactory<W> {
+    pub db: MemoryStore,
+    pub wrap: W,
+}
+
+#[conformance::async_trait]
+impl<W> StoreFactory for MemoryFactory<W>
+where
+    W: Fn(MemoryStore) -> Arc<dyn BrokerStore> + Send + Sync + 'static,
+{
+    fn name(&self) -> String {
+        "memory".into()
+    }
+
+    async fn open(&self, namespace: &Namespace) -> Result<Arc<dyn BrokerStore>, StoreError> {
+        Ok((self.wrap)(self.db.with_namespace(namespace.clone())))
+    }
+
+    async fn open_from_handle(
+        &self,
+        namespace: &Namespace,
+    ) -> Result<Option<Arc<dyn BrokerStore>>, StoreError> {
+        // The shared database is the handle; clones of it must keep working.
+        Ok(Some((self.wrap)(
+            self.db.clone().with_namespace(namespace.clone()),
+        )))
+    }
+
+    /// Everything the namespace holds, encoded as a key-value store would.
+    async fn raw_contents(
+        &self,
+        namespace: &Namespace,
+    ) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+        let store = self.db.with_namespace(namespace.clone());
+        let mut raw = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store.scan_sessions(cursor.as_deref(), 1000).await?;
+            for s in &page.sessions {
+                raw.push(s.jti.clone().into_bytes());
+                raw.push(codec::encode_session(s));
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        for (name, value) in store.list_records().await? {
+            raw.push(name.into_bytes());
+            raw.push(value);
+        }
+        for p in store.load_peers().await? {
+            raw.push(codec::encode_peer(&p));
+        }
+        Ok(Some(raw))
+    }
+}

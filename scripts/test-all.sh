@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Run every test with every server started for it: installs (if missing)
+# and starts throwaway PostgreSQL, Redis (single node and a 3-master
+# cluster) and a MongoDB-wire-protocol server on 127.0.0.1, runs
+# `cargo test --workspace`, then stops exactly the servers it started.
+# Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+servers=(postgres redis mongo)
+started=()
+stop_all() {
+  for s in "${started[@]}"; do
+    bash "scripts/servers/$s.sh" stop || echo "warning: stopping $s failed" >&2
+  done
+}
+trap stop_all EXIT
+
+for s in "${servers[@]}"; do
+  script="scripts/servers/$s.sh"
+  if [ ! -f "$script" ]; then
+    echo "test-all: no $script; that backend's tests will skip (and fail under CI=true)" >&2
+    continue
+  fi
+  echo "test-all: installing and starting $s" >&2
+  bash "$script" install
+  env_lines=$(bash "$script" start)
+  started+=("$s")
+  eval "$env_lines"
+done
+
+cargo test --workspace "$@"

@@ -1,0 +1,172 @@
+//! Test support shared by this crate's test binaries: the server URL, a
+//! conformance factory, and raw SQL helpers.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use broker_core::{BrokerStore, Namespace, StoreError};
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use store_postgres::PostgresStore;
+
+/// The test server's URL, or `None` (skipped loudly; a panic under CI=true).
+pub async fn postgres_url() -> Option<String> {
+    conformance::provision::postgres_url().await
+}
+
+/// A small pool of our own, for raw SQL in tests.
+pub async fn admin_pool(url: &str) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+        .expect("the test server answers")
+}
+
+/// The four table names of `ns`.
+pub fn tables(ns: &Namespace) -> [String; 4] {
+    ["sessions", "revocations", "records", "peers"].map(|t| format!("{ns}_{t}"))
+}
+
+/// Every value of every column of every table of `ns` (in the connection's
+/// current schema, or `schema`), read with plain SQL: bytea as its bytes,
+/// every other type cast to text and then to its UTF-8 bytes. Table and
+/// column names are included too.
+pub async fn raw_rows(
+    pool: &PgPool,
+    schema: Option<&str>,
+    ns: &Namespace,
+) -> Result<Vec<Vec<u8>>, sqlx::Error> {
+    let schema: String = match schema {
+        Some(s) => s.to_owned(),
+        None => {
+            sqlx::query_scalar("SELECT current_schema()")
+                .fetch_one(pool)
+                .await?
+        }
+    };
+    let columns: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT table_name::text, column_name::text, data_type::text \
+         FROM information_schema.columns \
+         WHERE table_schema = $1 AND table_name = ANY($2) \
+         ORDER BY table_name, ordinal_position",
+    )
+    .bind(&schema)
+    .bind(tables(ns).to_vec())
+    .fetch_all(pool)
+    .await?;
+    let mut out = Vec::new();
+    let mut by_table: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    for (table, column, ty) in columns {
+        out.push(table.clone().into_bytes());
+        out.push(column.clone().into_bytes());
+        match by_table.last_mut() {
+            Some((t, cols)) if *t == table => cols.push((column, ty)),
+            _ => by_table.push((table, vec![(column, ty)])),
+        }
+    }
+    for (table, cols) in by_table {
+        let exprs: Vec<String> = cols
+            .iter()
+            .map(|(c, ty)| {
+                if ty == "bytea" {
+                    format!("\"{c}\"")
+                } else {
+                    format!("convert_to(\"{c}\"::text, 'UTF8')")
+                }
+            })
+            .collect();
+        // Names come from the catalog of tables this test created
+        // ([a-z0-9_] only), not from user input.
+        let sql = format!("SELECT {} FROM \"{schema}\".\"{table}\"", exprs.join(", "));
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(pool)
+            .await?;
+        for row in rows {
+            for i in 0..cols.len() {
+                let v: Option<Vec<u8>> = row.try_get(i)?;
+                out.extend(v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// DROP the four tables of `ns` (indexes go with them).
+pub async fn drop_tables(
+    pool: &PgPool,
+    schema: Option<&str>,
+    ns: &Namespace,
+) -> Result<(), sqlx::Error> {
+    let names: Vec<String> = tables(ns)
+        .iter()
+        .map(|t| match schema {
+            Some(s) => format!("\"{s}\".\"{t}\""),
+            None => format!("\"{t}\""),
+        })
+        .collect();
+    let sql = format!("DROP TABLE IF EXISTS {}", names.join(", "));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The conformance factory: `open` connects from the URL, `open_from_handle`
+/// shares one pool, raw reads and teardown use plain SQL.
+pub struct PgFactory {
+    pub url: String,
+    /// The "application's" pool handed to stores by `open_from_handle`,
+    /// also used for raw SQL and teardown.
+    pub pool: PgPool,
+}
+
+impl PgFactory {
+    pub async fn new() -> Option<Self> {
+        let url = postgres_url().await?;
+        let pool = admin_pool(&url).await;
+        Some(Self { url, pool })
+    }
+}
+
+fn backend(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| StoreError::backend(op, e)
+}
+
+#[conformance::async_trait]
+impl conformance::StoreFactory for PgFactory {
+    fn name(&self) -> String {
+        "postgres".into()
+    }
+
+    async fn open(&self, namespace: &Namespace) -> Result<Arc<dyn BrokerStore>, StoreError> {
+        let store = PostgresStore::connect(&self.url).await?;
+        Ok(Arc::new(store.with_namespace(namespace.clone())))
+    }
+
+    async fn open_from_handle(
+        &self,
+        namespace: &Namespace,
+    ) -> Result<Option<Arc<dyn BrokerStore>>, StoreError> {
+        let store = PostgresStore::new(self.pool.clone()).with_namespace(namespace.clone());
+        Ok(Some(Arc::new(store)))
+    }
+
+    async fn raw_contents(
+        &self,
+        namespace: &Namespace,
+    ) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+        let rows = raw_rows(&self.pool, None, namespace)
+            .await
+            .map_err(backend("raw_contents"))?;
+        Ok(Some(rows))
+    }
+
+    async fn teardown(&self, namespace: &Namespace) -> Result<(), StoreError> {
+        drop_tables(&self.pool, None, namespace)
+            .await
+            .map_err(backend("teardown"))
+    }
+}

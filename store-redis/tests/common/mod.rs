@@ -1,0 +1,385 @@
+//! Shared test plumbing: which servers to use, and raw access to them.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use broker_core::{BrokerStore, Namespace, StoreError};
+use store_redis::RedisStore;
+
+use store_redis::redis::{self, AsyncCommands};
+
+/// Where the servers under test are.
+#[derive(Debug, Clone)]
+pub enum Topology {
+    /// One server.
+    Single(String),
+    /// A Redis Cluster: the URL of every master.
+    Cluster(Vec<String>),
+}
+
+impl Topology {
+    /// The single node from `BROKER_TEST_REDIS_URL`, else skip.
+    pub async fn single() -> Option<Self> {
+        conformance::provision::redis_url()
+            .await
+            .map(Topology::Single)
+    }
+
+    /// The cluster from `BROKER_TEST_REDIS_CLUSTER_URLS`, else skip.
+    pub async fn cluster() -> Option<Self> {
+        conformance::provision::redis_cluster_urls()
+            .await
+            .map(|urls| {
+                Topology::Cluster(
+                    urls.split(',')
+                        .map(|u| u.trim().to_owned())
+                        .filter(|u| !u.is_empty())
+                        .collect(),
+                )
+            })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Topology::Single(_) => "redis",
+            Topology::Cluster(_) => "redis-cluster",
+        }
+    }
+
+    /// A store built from a URL (the quick path).
+    pub async fn open(&self, ns: &Namespace) -> Result<Arc<dyn BrokerStore>, StoreError> {
+        Ok(match self {
+            Topology::Single(url) => {
+                Arc::new(RedisStore::connect(url).await?.with_namespace(ns.clone()))
+            }
+            Topology::Cluster(urls) => Arc::new(
+                RedisStore::connect_cluster(urls)
+                    .await?
+                    .with_namespace(ns.clone()),
+            ),
+        })
+    }
+
+    /// Every node to inspect with raw commands (each master).
+    pub fn nodes(&self) -> Vec<String> {
+        match self {
+            Topology::Single(url) => vec![url.clone()],
+            Topology::Cluster(urls) => urls.clone(),
+        }
+    }
+
+    /// Every key under `ns:` on every node, with SCAN MATCH (deduplicated:
+    /// SCAN may return a key twice).
+    pub async fn keys(&self, ns: &Namespace) -> Result<Vec<(String, Vec<u8>)>, redis::RedisError> {
+        let mut out = Vec::new();
+        for node in self.nodes() {
+            let mut conn = redis::Client::open(node.as_str())?
+                .get_multiplexed_async_connection()
+                .await?;
+            let mut seen = BTreeSet::new();
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{ns}:*"))
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await?;
+                seen.extend(batch);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            out.extend(seen.into_iter().map(|k| (node.clone(), k)));
+        }
+        Ok(out)
+    }
+
+    /// Every key and every value under `ns:`, read with plain commands.
+    pub async fn raw_contents(&self, ns: &Namespace) -> Result<Vec<Vec<u8>>, redis::RedisError> {
+        let mut out = Vec::new();
+        for (node, key) in self.keys(ns).await? {
+            let mut conn = redis::Client::open(node.as_str())?
+                .get_multiplexed_async_connection()
+                .await?;
+            let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut conn).await?;
+            match kind.as_str() {
+                "string" => {
+                    let v: Option<Vec<u8>> = conn.get(&key).await?;
+                    out.extend(v);
+                }
+                "hash" => {
+                    let v: Vec<(Vec<u8>, Vec<u8>)> = conn.hgetall(&key).await?;
+                    for (f, v) in v {
+                        out.push(f);
+                        out.push(v);
+                    }
+                }
+                "set" => {
+                    let v: Vec<Vec<u8>> = conn.smembers(&key).await?;
+                    out.extend(v);
+                }
+                "zset" => {
+                    let v: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+                        .arg(&key)
+                        .arg(0)
+                        .arg(-1)
+                        .arg("WITHSCORES")
+                        .query_async(&mut conn)
+                        .await?;
+                    out.extend(v);
+                }
+                "none" => continue,
+                other => panic!("unexpected key type {other} under the namespace"),
+            }
+            out.push(key);
+        }
+        Ok(out)
+    }
+
+    /// Delete every key under `ns:` (on the node that holds it).
+    pub async fn teardown(&self, ns: &Namespace) -> Result<(), redis::RedisError> {
+        for (node, key) in self.keys(ns).await? {
+            let mut conn = redis::Client::open(node.as_str())?
+                .get_multiplexed_async_connection()
+                .await?;
+            let _: i64 = conn.del(&key).await?;
+        }
+        Ok(())
+    }
+}
+
+fn raw_err(op: &'static str, e: redis::RedisError) -> StoreError {
+    StoreError::backend(op, e)
+}
+
+/// The conformance factory for one topology.
+pub struct Factory {
+    pub topology: Topology,
+    /// A connection made once, shared by every store of `open_from_handle`.
+    pub shared: Shared,
+}
+
+pub enum Shared {
+    Single(redis::aio::ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Factory {
+    pub async fn new(topology: Option<Topology>) -> Option<Self> {
+        let topology = topology?;
+        let shared = match &topology {
+            Topology::Single(url) => Shared::Single(
+                redis::Client::open(url.as_str())
+                    .expect("a valid URL")
+                    .get_connection_manager()
+                    .await
+                    .expect("the test server answers"),
+            ),
+            Topology::Cluster(urls) => Shared::Cluster(
+                redis::cluster::ClusterClient::new(urls.clone())
+                    .expect("valid URLs")
+                    .get_async_connection()
+                    .await
+                    .expect("the test cluster answers"),
+            ),
+        };
+        Some(Self { topology, shared })
+    }
+}
+
+#[conformance::async_trait]
+impl conformance::StoreFactory for Factory {
+    fn name(&self) -> String {
+        self.topology.name().into()
+    }
+
+    async fn open(&self, ns: &Namespace) -> Result<Arc<dyn BrokerStore>, StoreError> {
+        self.topology.open(ns).await
+    }
+
+    async fn open_from_handle(
+        &self,
+        ns: &Namespace,
+    ) -> Result<Option<Arc<dyn BrokerStore>>, StoreError> {
+        Ok(Some(match &self.shared {
+            Shared::Single(c) => Arc::new(RedisStore::new(c.clone()).with_namespace(ns.clone())),
+            Shared::Cluster(c) => Arc::new(RedisStore::new(c.clone()).with_namespace(ns.clone())),
+        }))
+    }
+
+    async fn raw_contents(&self, ns: &Namespace) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+        self.topology
+            .raw_contents(ns)
+            .await
+            .map(Some)
+            .map_err(|e| raw_err("raw_contents", e))
+    }
+
+    async fn teardown(&self, ns: &Namespace) -> Result<(), StoreError> {
+        self.topology
+            .teardown(ns)
+            .await
+            .map_err(|e| raw_err("teardown", e))
+    }
+}
+
+/// The restart command from `var`, else skip loudly (fail under `CI=true`).
+pub fn restart_cmd(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            assert!(
+                !conformance::provision::in_ci(),
+                "{var} is not set: under CI=true the restart test must run (eval \"$(scripts/servers/redis.sh start)\")"
+            );
+            eprintln!(
+                "\n==== SKIP restart test: {var} is not set (eval \"$(scripts/servers/redis.sh start)\") ====\n"
+            );
+            None
+        }
+    }
+}
+
+/// Rule 18 under a workload: restart the server(s) with `cmd` while a task
+/// keeps reading and writing through ONE store; check operations during the
+/// outage fail with `Unavailable` within `op_limit` (no hang, no panic), the
+/// same store works again afterwards, and every acknowledged write is there.
+pub async fn restart_under_workload(store: Arc<dyn BrokerStore>, cmd: &str) {
+    use std::time::{Duration, Instant};
+    let op_limit = Duration::from_secs(10);
+    store.setup().await.expect("setup");
+    let now = broker_core::unix_now();
+    let session = |i: usize| broker_core::SessionRecord {
+        jti: format!("restart-{i}"),
+        sub: format!("user-{}", i % 5),
+        expires_at: now + 3600,
+        auth_time: now,
+        sealed: format!("sealed-{i}").into_bytes(),
+    };
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        store
+            .create_session(&session(i))
+            .await
+            .expect("write before the restart");
+        acked.push(i);
+    }
+    store
+        .create_record("restart-record", b"value")
+        .await
+        .expect("record");
+
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the restart command");
+    let started = Instant::now();
+    let mut unavailable = 0usize;
+    let mut ok_during = 0usize;
+    let mut i = 50;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the restart command") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the restart command hangs"
+        );
+        let op_start = Instant::now();
+        let write = tokio::time::timeout(op_limit, store.create_session(&session(i))).await;
+        let read = tokio::time::timeout(op_limit, store.get_session("restart-0")).await;
+        assert!(
+            op_start.elapsed() < op_limit * 2,
+            "operations hung during the outage"
+        );
+        match write.expect("a write hung beyond the timeout") {
+            Ok(()) => {
+                acked.push(i);
+                ok_during += 1;
+            }
+            Err(StoreError::Unavailable { op, .. }) => {
+                assert_eq!(op, "create_session");
+                unavailable += 1;
+            }
+            Err(e) => panic!("a write during the outage failed with the wrong kind: {e} ({e:?})"),
+        }
+        match read.expect("a read hung beyond the timeout") {
+            Ok(Some(s)) => assert_eq!(s, session(0)),
+            Ok(None) => panic!("an acknowledged session read as missing during the restart"),
+            Err(StoreError::Unavailable { .. }) => unavailable += 1,
+            Err(e) => panic!("a read during the outage failed with the wrong kind: {e} ({e:?})"),
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "the restart command failed: {status}");
+    assert!(
+        unavailable > 0,
+        "no operation saw the outage (restart too fast?)"
+    );
+    eprintln!(
+        "restart: {unavailable} unavailable errors, {ok_during} writes acknowledged during the restart window"
+    );
+
+    // The same store recovers by itself.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match store.health().await {
+            Ok(()) => break,
+            Err(e) => {
+                assert!(e.is_retryable(), "health after the restart: {e} ({e:?})");
+                assert!(
+                    Instant::now() < deadline,
+                    "the store did not recover within 30 s: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    // Every acknowledged write survived (appendfsync always).
+    let mut missing = Vec::new();
+    for &i in &acked {
+        let got = loop {
+            match store.get_session(&format!("restart-{i}")).await {
+                Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => break other.expect("read after the restart"),
+            }
+        };
+        if got.as_ref() != Some(&session(i)) {
+            missing.push(i);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "acknowledged sessions lost by the restart: {missing:?}"
+    );
+    assert_eq!(
+        store
+            .get_record("restart-record")
+            .await
+            .expect("record after the restart")
+            .as_deref(),
+        Some(&b"value"[..])
+    );
+    // New writes work too.
+    store
+        .create_session(&session(100_000))
+        .await
+        .expect("write after the restart");
+    assert_eq!(
+        store
+            .revoke_subject(&broker_core::Revocation::now("user-1"))
+            .await
+            .expect("revoke"),
+        (acked.iter().filter(|i| *i % 5 == 1).count()) as u64
+    );
+}

@@ -1,0 +1,273 @@
+//! White-box tests: the sled store against the reference `MemoryStore`, and
+//! the index invariants after every step.
+
+use std::collections::BTreeSet;
+
+use broker_core::{BrokerStore, MemoryStore, PeerJwks, Revocation, SessionRecord, unix_now};
+
+use super::*;
+
+/// A small deterministic generator (xorshift64*), so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+const JTIS: &[&str] = &["a", "b", "c", "ab", "d\u{e9}", "'; DROP", "*", "j7", "j8", "z"];
+const SUBS: &[&str] = &["alice", "bob", "*", "a.*", "al"];
+
+fn temp_store() -> (tempfile::TempDir, SledStore) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SledStore::open(dir.path().join("db")).expect("open");
+    (dir, store)
+}
+
+/// Every session has exactly its two index entries, and every index entry
+/// points at a session with those fields; same for revocation markers.
+fn check_indexes(store: &SledStore) {
+    let t = store.trees("check").expect("trees");
+    let mut want_e = BTreeSet::new();
+    let mut want_b = BTreeSet::new();
+    for item in t.sessions.iter() {
+        let (k, v) = item.expect("iter");
+        let jti = String::from_utf8(k.to_vec()).expect("utf8 key");
+        let s = codec::decode_session("check", jti.clone(), &v).expect("decodes");
+        want_e.insert(keys::timed(s.expires_at, &jti));
+        want_b.insert(keys::subject(&s.sub, &jti));
+    }
+    let got_e: BTreeSet<Vec<u8>> = t.by_expiry.iter().keys().map(|k| k.expect("k").to_vec()).collect();
+    let got_b: BTreeSet<Vec<u8>> = t.by_subject.iter().keys().map(|k| k.expect("k").to_vec()).collect();
+    assert_eq!(got_e, want_e, "expiry index drifted");
+    assert_eq!(got_b, want_b, "subject index drifted");
+    let mut want_u = BTreeSet::new();
+    for item in t.revocations.iter() {
+        let (k, v) = item.expect("iter");
+        let sub = String::from_utf8(k.to_vec()).expect("utf8 key");
+        let r = codec::decode_revocation("check", sub.clone(), &v).expect("decodes");
+        want_u.insert(keys::timed(r.keep_until, &sub));
+    }
+    let got_u: BTreeSet<Vec<u8>> =
+        t.revoked_until.iter().keys().map(|k| k.expect("k").to_vec()).collect();
+    assert_eq!(got_u, want_u, "revocation index drifted");
+}
+
+async fn scan_all(store: &dyn BrokerStore, limit: usize) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store.scan_sessions(cursor.as_deref(), limit).await.expect("scan");
+        pages.push(page.sessions.iter().map(|s| s.jti.clone()).collect());
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => return pages,
+        }
+    }
+}
+
+fn kind<T>(r: &broker_core::Result<T>) -> String {
+    match r {
+        Ok(_) => "ok".into(),
+        Err(e) => format!("{e}"),
+    }
+}
+
+/// Random operation sequences give the same answers as `MemoryStore`, and
+/// the indexes match the data after every step.
+#[tokio::test]
+async fn behaves_like_the_reference_store() {
+    let (_dir, sled_store) = temp_store();
+    let sled_store = sled_store.with_durability(Durability::Periodic);
+    let memory = MemoryStore::new();
+    sled_store.setup().await.expect("setup");
+    let now = unix_now();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let stores: [&dyn BrokerStore; 2] = [&memory, &sled_store];
+    let mut ops_seen = [0usize; 14];
+
+    for step in 0..3000 {
+        let op = rng.below(14) as usize;
+        ops_seen[op] += 1;
+        let jti = rng.pick(JTIS);
+        let sub = rng.pick(SUBS);
+        // Far from "now" so the clock ticking during the test changes nothing.
+        let expires_at = if rng.below(4) == 0 { now - 1000 } else { now + 10_000 };
+        let auth_time = now - 500 + rng.below(3) as i64 * 200;
+        let sealed = vec![1, rng.below(4) as u8, 7];
+        let session = SessionRecord {
+            jti: jti.into(),
+            sub: sub.into(),
+            expires_at,
+            auth_time,
+            sealed: sealed.clone(),
+        };
+        let mut answers = Vec::new();
+        for store in stores {
+            let answer = match op {
+                0 => kind(&store.create_session(&session).await),
+                1 => kind(&store.save_session(&session).await),
+                2 => format!("{:?}", store.get_session(jti).await.map_err(|e| e.to_string())),
+                3 => format!("{:?}", store.take_session(jti).await.map_err(|e| e.to_string())),
+                4 => format!("{:?}", store.delete_session(jti).await.map_err(|e| e.to_string())),
+                5 => format!(
+                    "{:?}",
+                    store
+                        .replace_session_blob(jti, &[1, rng.0 as u8 % 4, 7], &[1, 9, 9])
+                        .await
+                        .map_err(|e| e.to_string())
+                ),
+                6 => {
+                    let keep_until = if rng.0 % 3 == 0 { now - 10 } else { now + 10_000 };
+                    let r = Revocation {
+                        sub: sub.into(),
+                        revoked_at: now - 400,
+                        keep_until,
+                    };
+                    format!("{:?}", store.revoke_subject(&r).await.map_err(|e| e.to_string()))
+                }
+                7 => format!("{:?}", store.purge_expired().await.map_err(|e| e.to_string())),
+                8 => format!("{:?}", scan_all(store, 1 + (rng.0 % 3) as usize).await),
+                9 => format!("{:?}", store.stats().await.map_err(|e| e.to_string())),
+                10 => format!(
+                    "{:?} {:?}",
+                    store.create_record(sub, &sealed).await.map_err(|e| e.to_string()),
+                    store.list_records().await.map_err(|e| e.to_string())
+                ),
+                11 => format!(
+                    "{:?} {:?}",
+                    store
+                        .replace_record(sub, &[1, rng.0 as u8 % 4, 7], &[2, 2])
+                        .await
+                        .map_err(|e| e.to_string()),
+                    store.get_record(sub).await.map_err(|e| e.to_string())
+                ),
+                12 => {
+                    let peer = PeerJwks {
+                        issuer: format!("https://{sub}"),
+                        jwks: format!("{{\"keys\":[],\"n\":{}}}", rng.0 % 5),
+                        fetched_at: now,
+                    };
+                    kind(&store.save_peer(&peer).await)
+                }
+                _ => format!(
+                    "{:?} {:?}",
+                    store.delete_peer(&format!("https://{sub}")).await.map_err(|e| e.to_string()),
+                    store.load_peers().await.map_err(|e| e.to_string())
+                ),
+            };
+            answers.push(answer);
+        }
+        assert_eq!(answers[0], answers[1], "step {step}, op {op}: memory vs sled");
+        check_indexes(&sled_store);
+    }
+    assert!(ops_seen.iter().all(|&n| n > 100), "every operation ran: {ops_seen:?}");
+}
+
+/// Purge only visits expired entries: with many live sessions stored, the
+/// expiry index range it scans holds exactly the expired ones.
+#[tokio::test]
+async fn purge_scans_only_the_expired_range() {
+    let (_dir, store) = temp_store();
+    let store = store.with_durability(Durability::Periodic);
+    let now = unix_now();
+    for i in 0..2000 {
+        let expires_at = if i % 100 == 0 { now - 5 } else { now + 3600 };
+        store
+            .save_session(&SessionRecord {
+                jti: format!("j{i:05}"),
+                sub: format!("s{}", i % 7),
+                expires_at,
+                auth_time: now - 10,
+                sealed: vec![1, 2, 3],
+            })
+            .await
+            .expect("save");
+    }
+    let t = store.trees("test").expect("trees");
+    let end = keys::ts(now + 1);
+    let in_range = t.by_expiry.range(..&end[..]).count();
+    assert_eq!(in_range, 20, "the purge range holds only expired entries");
+    assert_eq!(store.purge_expired().await.expect("purge"), 20);
+    assert_eq!(t.by_expiry.range(..&end[..]).count(), 0);
+    assert_eq!(t.sessions.len(), 1980);
+    check_indexes(&store);
+}
+
+/// Index entries left pointing at nothing (planted here, as a bug or a
+/// damaged file could) are dropped by the next purge / revoke, and no call
+/// fails on them.
+#[tokio::test]
+async fn stale_index_entries_break_nothing() {
+    let (_dir, store) = temp_store();
+    store.setup().await.expect("setup");
+    let t = store.trees("test").expect("trees");
+    let now = unix_now();
+    t.by_expiry.insert(keys::timed(now - 10, "ghost"), IVec::default()).expect("plant");
+    t.by_expiry.insert(b"bad".to_vec(), IVec::default()).expect("plant");
+    t.by_subject.insert(keys::subject("alice", "ghost"), IVec::default()).expect("plant");
+    t.revoked_until.insert(keys::timed(now - 10, "nobody"), IVec::default()).expect("plant");
+    // A real session whose expiry index entry was planted with the wrong time.
+    let s = SessionRecord {
+        jti: "real".into(),
+        sub: "alice".into(),
+        expires_at: now + 100,
+        auth_time: now - 10,
+        sealed: vec![1],
+    };
+    store.save_session(&s).await.expect("save");
+    t.by_expiry.insert(keys::timed(now - 20, "real"), IVec::default()).expect("plant");
+
+    assert_eq!(store.purge_expired().await.expect("purge"), 0);
+    assert_eq!(store.get_session("real").await.expect("get"), Some(s.clone()));
+    assert_eq!(t.by_expiry.len(), 1);
+    assert_eq!(t.revoked_until.len(), 0);
+    let stats = store.stats().await.expect("stats");
+    assert_eq!(stats.live_sessions, 1);
+    assert_eq!(stats.subjects, Some(1));
+    assert_eq!(
+        store
+            .revoke_subject(&Revocation::now("alice"))
+            .await
+            .expect("revoke"),
+        1
+    );
+    assert_eq!(t.by_subject.len(), 0);
+    check_indexes(&store);
+}
+
+/// The same jti in two namespaces of one database are two sessions.
+#[tokio::test]
+async fn namespaces_use_separate_trees() {
+    let (_dir, store) = temp_store();
+    let a = store.clone().with_namespace(Namespace::new("ns_a").expect("ns"));
+    let b = store.with_namespace(Namespace::new("ns_b").expect("ns"));
+    let now = unix_now();
+    let s = SessionRecord {
+        jti: "same".into(),
+        sub: "alice".into(),
+        expires_at: now + 100,
+        auth_time: now,
+        sealed: vec![1],
+    };
+    a.create_session(&s).await.expect("create in a");
+    assert_eq!(b.get_session("same").await.expect("get"), None);
+    b.create_session(&s).await.expect("create in b: no conflict");
+    assert_eq!(b.revoke_subject(&Revocation::now("alice")).await.expect("revoke"), 1);
+    assert_eq!(a.get_session("same").await.expect("get"), Some(s));
+    assert!(a.tree_names().iter().all(|n| n.starts_with("ns_a/")));
+    let names: BTreeSet<Vec<u8>> = a.db().tree_names().iter().map(|n| n.to_vec()).collect();
+    for n in a.tree_names().iter().chain(b.tree_names().iter()) {
+        assert!(names.contains(n.as_bytes()), "{n} exists");
+    }
+}
