@@ -159,6 +159,31 @@ impl NonceBudget {
     }
 }
 
+/// How many sealed values each key id protects in `store` (sessions and the
+/// signing key); needs no key, since the envelope names its key id.
+pub async fn key_usage(store: &dyn BrokerStore) -> Result<BTreeMap<KeyId, u64>> {
+    let mut usage = BTreeMap::new();
+    let mut cursor = None;
+    loop {
+        let page = store.scan_sessions(cursor.as_deref(), PAGE).await?;
+        for s in &page.sessions {
+            if let Ok(id) = sealed_key_id(&s.sealed) {
+                *usage.entry(id).or_insert(0) += 1;
+            }
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    if let Some(stored) = store.get_record(SIGNING_KEY_RECORD).await?
+        && let Ok(id) = sealed_key_id(&stored)
+    {
+        *usage.entry(id).or_insert(0) += 1;
+    }
+    Ok(usage)
+}
+
 /// The store facade: seals sessions and the signing key on the way in,
 /// verifies and opens them on the way out.
 ///
@@ -505,26 +530,7 @@ impl TokenVault {
     /// keys): a key may be dropped once its count is zero.
     #[tracing::instrument(skip_all, name = "vault.key_usage")]
     pub async fn key_usage(&self) -> Result<BTreeMap<KeyId, u64>> {
-        let mut usage = BTreeMap::new();
-        let mut cursor = None;
-        loop {
-            let page = self.store.scan_sessions(cursor.as_deref(), PAGE).await?;
-            for s in &page.sessions {
-                if let Ok(id) = sealed_key_id(&s.sealed) {
-                    *usage.entry(id).or_insert(0) += 1;
-                }
-            }
-            match page.next {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
-        }
-        if let Some(stored) = self.store.get_record(SIGNING_KEY_RECORD).await?
-            && let Ok(id) = sealed_key_id(&stored)
-        {
-            *usage.entry(id).or_insert(0) += 1;
-        }
-        Ok(usage)
+        key_usage(self.store.as_ref()).await
     }
 
     /// Re-encrypt every session and the signing key not sealed under the

@@ -8,7 +8,8 @@
 //! skipped backend is a failure. `scripts/test-all.sh` starts real servers
 //! and sets the variables.
 
-use std::sync::Once;
+use std::collections::HashSet;
+use std::sync::Mutex;
 
 use crate::loud;
 
@@ -67,7 +68,8 @@ pub async fn server_url(server: Server) -> Option<String> {
     None
 }
 
-/// Report a missing server: loudly, once per process; panic under `CI=true`.
+/// Report a missing server: loudly, once per server kind and process;
+/// panic under `CI=true`.
 pub fn skip(what: &str, env_var: &str) {
     let message = format!(
         "no {what} server: set {env_var} (or run scripts/test-all.sh, which starts one){}",
@@ -80,14 +82,19 @@ pub fn skip(what: &str, env_var: &str) {
     if in_ci() {
         panic!("CI=true and {message}: a skipped backend is a failure in CI");
     }
-    static BANNER: Once = Once::new();
-    BANNER.call_once(|| {
+    static SHOWN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    let first = SHOWN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashSet::new)
+        .insert(what.to_owned());
+    if first {
         loud(&format!(
             "\n================================================================\n\
              SKIPPING {what} TESTS: {message}\n\
              ================================================================\n"
         ));
-    });
+    }
 }
 
 /// PostgreSQL URL for tests.

@@ -81,5 +81,4 @@ impl conformance::StoreFactory for MongoFactory {
     }
 }
 
-
 conformance::test_suite!(factory);

@@ -65,7 +65,10 @@ pub(crate) fn split_subject(key: &[u8]) -> Option<(&str, &str)> {
         return None;
     }
     let (sub, jti) = rest.split_at(len);
-    Some((std::str::from_utf8(sub).ok()?, std::str::from_utf8(jti).ok()?))
+    Some((
+        std::str::from_utf8(sub).ok()?,
+        std::str::from_utf8(jti).ok()?,
+    ))
 }
 
 #[cfg(test)]

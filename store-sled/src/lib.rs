@@ -344,17 +344,33 @@ impl SledStore {
     }
 
     /// True if a revocation marker of `s.sub` hides `s` at `now`.
-    fn revoked(&self, t: &Trees, op: &'static str, s: &SessionRecord, now: UnixTime) -> Result<bool> {
-        match t.revocations.get(s.sub.as_bytes()).map_err(|e| sled_error(op, e))? {
-            Some(bytes) => Ok(codec::decode_revocation(op, s.sub.clone(), &bytes)?
-                .hides(s.auth_time, now)),
+    fn revoked(
+        &self,
+        t: &Trees,
+        op: &'static str,
+        s: &SessionRecord,
+        now: UnixTime,
+    ) -> Result<bool> {
+        match t
+            .revocations
+            .get(s.sub.as_bytes())
+            .map_err(|e| sled_error(op, e))?
+        {
+            Some(bytes) => {
+                Ok(codec::decode_revocation(op, s.sub.clone(), &bytes)?.hides(s.auth_time, now))
+            }
             None => Ok(false),
         }
     }
 
     /// Insert (`create` = only over a missing or expired session) or
     /// replace a session together with its index entries.
-    async fn put_session(&self, op: &'static str, session: &SessionRecord, create: bool) -> Result<()> {
+    async fn put_session(
+        &self,
+        op: &'static str,
+        session: &SessionRecord,
+        create: bool,
+    ) -> Result<()> {
         validate::session(op, session)?;
         let t = self.trees(op)?;
         let value = codec::encode_session(session);
@@ -363,7 +379,8 @@ impl SledStore {
             .transaction(|(s, e, b)| {
                 let tx = SessionTx { s, e, b, op };
                 if create && let Some(old) = s.get(session.jti.as_bytes())? {
-                    let old = codec::decode_session(op, session.jti.clone(), &old).map_err(abort)?;
+                    let old =
+                        codec::decode_session(op, session.jti.clone(), &old).map_err(abort)?;
                     if old.is_live_at(now) {
                         return Err(abort(StoreError::Conflict {
                             op,
@@ -407,8 +424,10 @@ impl SessionTx<'_> {
     fn put(&self, session: &SessionRecord, value: &[u8]) -> TxResult<()> {
         self.unlink(&session.jti)?;
         self.s.insert(session.jti.as_bytes(), value)?;
-        self.e
-            .insert(keys::timed(session.expires_at, &session.jti), IVec::default())?;
+        self.e.insert(
+            keys::timed(session.expires_at, &session.jti),
+            IVec::default(),
+        )?;
         self.b
             .insert(keys::subject(&session.sub, &session.jti), IVec::default())?;
         Ok(())
@@ -473,7 +492,11 @@ impl BrokerStore for SledStore {
         const OP: &str = "get_session";
         validate::jti(OP, jti)?;
         let t = self.trees(OP)?;
-        let Some(bytes) = t.sessions.get(jti.as_bytes()).map_err(|e| sled_error(OP, e))? else {
+        let Some(bytes) = t
+            .sessions
+            .get(jti.as_bytes())
+            .map_err(|e| sled_error(OP, e))?
+        else {
             return Ok(None);
         };
         let s = codec::decode_session(OP, jti.to_owned(), &bytes)?;
@@ -739,7 +762,11 @@ impl BrokerStore for SledStore {
                 if revocations.len() >= REVOCATION_CACHE {
                     revocations.clear();
                 }
-                let rv = match t.revocations.get(s.sub.as_bytes()).map_err(|e| sled_error(OP, e))? {
+                let rv = match t
+                    .revocations
+                    .get(s.sub.as_bytes())
+                    .map_err(|e| sled_error(OP, e))?
+                {
                     Some(bytes) => Some(codec::decode_revocation(OP, s.sub.clone(), &bytes)?),
                     None => None,
                 };

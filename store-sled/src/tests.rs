@@ -25,7 +25,9 @@ impl Rng {
     }
 }
 
-const JTIS: &[&str] = &["a", "b", "c", "ab", "d\u{e9}", "'; DROP", "*", "j7", "j8", "z"];
+const JTIS: &[&str] = &[
+    "a", "b", "c", "ab", "d\u{e9}", "'; DROP", "*", "j7", "j8", "z",
+];
 const SUBS: &[&str] = &["alice", "bob", "*", "a.*", "al"];
 
 fn temp_store() -> (tempfile::TempDir, SledStore) {
@@ -47,8 +49,18 @@ fn check_indexes(store: &SledStore) {
         want_e.insert(keys::timed(s.expires_at, &jti));
         want_b.insert(keys::subject(&s.sub, &jti));
     }
-    let got_e: BTreeSet<Vec<u8>> = t.by_expiry.iter().keys().map(|k| k.expect("k").to_vec()).collect();
-    let got_b: BTreeSet<Vec<u8>> = t.by_subject.iter().keys().map(|k| k.expect("k").to_vec()).collect();
+    let got_e: BTreeSet<Vec<u8>> = t
+        .by_expiry
+        .iter()
+        .keys()
+        .map(|k| k.expect("k").to_vec())
+        .collect();
+    let got_b: BTreeSet<Vec<u8>> = t
+        .by_subject
+        .iter()
+        .keys()
+        .map(|k| k.expect("k").to_vec())
+        .collect();
     assert_eq!(got_e, want_e, "expiry index drifted");
     assert_eq!(got_b, want_b, "subject index drifted");
     let mut want_u = BTreeSet::new();
@@ -58,8 +70,12 @@ fn check_indexes(store: &SledStore) {
         let r = codec::decode_revocation("check", sub.clone(), &v).expect("decodes");
         want_u.insert(keys::timed(r.keep_until, &sub));
     }
-    let got_u: BTreeSet<Vec<u8>> =
-        t.revoked_until.iter().keys().map(|k| k.expect("k").to_vec()).collect();
+    let got_u: BTreeSet<Vec<u8>> = t
+        .revoked_until
+        .iter()
+        .keys()
+        .map(|k| k.expect("k").to_vec())
+        .collect();
     assert_eq!(got_u, want_u, "revocation index drifted");
 }
 
@@ -67,7 +83,10 @@ async fn scan_all(store: &dyn BrokerStore, limit: usize) -> Vec<Vec<String>> {
     let mut pages = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let page = store.scan_sessions(cursor.as_deref(), limit).await.expect("scan");
+        let page = store
+            .scan_sessions(cursor.as_deref(), limit)
+            .await
+            .expect("scan");
         pages.push(page.sessions.iter().map(|s| s.jti.clone()).collect());
         match page.next {
             Some(n) => cursor = Some(n),
@@ -102,7 +121,11 @@ async fn behaves_like_the_reference_store() {
         let jti = rng.pick(JTIS);
         let sub = rng.pick(SUBS);
         // Far from "now" so the clock ticking during the test changes nothing.
-        let expires_at = if rng.below(4) == 0 { now - 1000 } else { now + 10_000 };
+        let expires_at = if rng.below(4) == 0 {
+            now - 1000
+        } else {
+            now + 10_000
+        };
         let auth_time = now - 500 + rng.below(3) as i64 * 200;
         let sealed = vec![1, rng.below(4) as u8, 7];
         let session = SessionRecord {
@@ -117,9 +140,18 @@ async fn behaves_like_the_reference_store() {
             let answer = match op {
                 0 => kind(&store.create_session(&session).await),
                 1 => kind(&store.save_session(&session).await),
-                2 => format!("{:?}", store.get_session(jti).await.map_err(|e| e.to_string())),
-                3 => format!("{:?}", store.take_session(jti).await.map_err(|e| e.to_string())),
-                4 => format!("{:?}", store.delete_session(jti).await.map_err(|e| e.to_string())),
+                2 => format!(
+                    "{:?}",
+                    store.get_session(jti).await.map_err(|e| e.to_string())
+                ),
+                3 => format!(
+                    "{:?}",
+                    store.take_session(jti).await.map_err(|e| e.to_string())
+                ),
+                4 => format!(
+                    "{:?}",
+                    store.delete_session(jti).await.map_err(|e| e.to_string())
+                ),
                 5 => format!(
                     "{:?}",
                     store
@@ -128,20 +160,33 @@ async fn behaves_like_the_reference_store() {
                         .map_err(|e| e.to_string())
                 ),
                 6 => {
-                    let keep_until = if rng.0 % 3 == 0 { now - 10 } else { now + 10_000 };
+                    let keep_until = if rng.0 % 3 == 0 {
+                        now - 10
+                    } else {
+                        now + 10_000
+                    };
                     let r = Revocation {
                         sub: sub.into(),
                         revoked_at: now - 400,
                         keep_until,
                     };
-                    format!("{:?}", store.revoke_subject(&r).await.map_err(|e| e.to_string()))
+                    format!(
+                        "{:?}",
+                        store.revoke_subject(&r).await.map_err(|e| e.to_string())
+                    )
                 }
-                7 => format!("{:?}", store.purge_expired().await.map_err(|e| e.to_string())),
+                7 => format!(
+                    "{:?}",
+                    store.purge_expired().await.map_err(|e| e.to_string())
+                ),
                 8 => format!("{:?}", scan_all(store, 1 + (rng.0 % 3) as usize).await),
                 9 => format!("{:?}", store.stats().await.map_err(|e| e.to_string())),
                 10 => format!(
                     "{:?} {:?}",
-                    store.create_record(sub, &sealed).await.map_err(|e| e.to_string()),
+                    store
+                        .create_record(sub, &sealed)
+                        .await
+                        .map_err(|e| e.to_string()),
                     store.list_records().await.map_err(|e| e.to_string())
                 ),
                 11 => format!(
@@ -162,16 +207,25 @@ async fn behaves_like_the_reference_store() {
                 }
                 _ => format!(
                     "{:?} {:?}",
-                    store.delete_peer(&format!("https://{sub}")).await.map_err(|e| e.to_string()),
+                    store
+                        .delete_peer(&format!("https://{sub}"))
+                        .await
+                        .map_err(|e| e.to_string()),
                     store.load_peers().await.map_err(|e| e.to_string())
                 ),
             };
             answers.push(answer);
         }
-        assert_eq!(answers[0], answers[1], "step {step}, op {op}: memory vs sled");
+        assert_eq!(
+            answers[0], answers[1],
+            "step {step}, op {op}: memory vs sled"
+        );
         check_indexes(&sled_store);
     }
-    assert!(ops_seen.iter().all(|&n| n > 100), "every operation ran: {ops_seen:?}");
+    assert!(
+        ops_seen.iter().all(|&n| n > 100),
+        "every operation ran: {ops_seen:?}"
+    );
 }
 
 /// Purge only visits expired entries: with many live sessions stored, the
@@ -213,10 +267,18 @@ async fn stale_index_entries_break_nothing() {
     store.setup().await.expect("setup");
     let t = store.trees("test").expect("trees");
     let now = unix_now();
-    t.by_expiry.insert(keys::timed(now - 10, "ghost"), IVec::default()).expect("plant");
-    t.by_expiry.insert(b"bad".to_vec(), IVec::default()).expect("plant");
-    t.by_subject.insert(keys::subject("alice", "ghost"), IVec::default()).expect("plant");
-    t.revoked_until.insert(keys::timed(now - 10, "nobody"), IVec::default()).expect("plant");
+    t.by_expiry
+        .insert(keys::timed(now - 10, "ghost"), IVec::default())
+        .expect("plant");
+    t.by_expiry
+        .insert(b"bad".to_vec(), IVec::default())
+        .expect("plant");
+    t.by_subject
+        .insert(keys::subject("alice", "ghost"), IVec::default())
+        .expect("plant");
+    t.revoked_until
+        .insert(keys::timed(now - 10, "nobody"), IVec::default())
+        .expect("plant");
     // A real session whose expiry index entry was planted with the wrong time.
     let s = SessionRecord {
         jti: "real".into(),
@@ -226,10 +288,15 @@ async fn stale_index_entries_break_nothing() {
         sealed: vec![1],
     };
     store.save_session(&s).await.expect("save");
-    t.by_expiry.insert(keys::timed(now - 20, "real"), IVec::default()).expect("plant");
+    t.by_expiry
+        .insert(keys::timed(now - 20, "real"), IVec::default())
+        .expect("plant");
 
     assert_eq!(store.purge_expired().await.expect("purge"), 0);
-    assert_eq!(store.get_session("real").await.expect("get"), Some(s.clone()));
+    assert_eq!(
+        store.get_session("real").await.expect("get"),
+        Some(s.clone())
+    );
     assert_eq!(t.by_expiry.len(), 1);
     assert_eq!(t.revoked_until.len(), 0);
     let stats = store.stats().await.expect("stats");
@@ -250,7 +317,9 @@ async fn stale_index_entries_break_nothing() {
 #[tokio::test]
 async fn namespaces_use_separate_trees() {
     let (_dir, store) = temp_store();
-    let a = store.clone().with_namespace(Namespace::new("ns_a").expect("ns"));
+    let a = store
+        .clone()
+        .with_namespace(Namespace::new("ns_a").expect("ns"));
     let b = store.with_namespace(Namespace::new("ns_b").expect("ns"));
     let now = unix_now();
     let s = SessionRecord {
@@ -262,8 +331,15 @@ async fn namespaces_use_separate_trees() {
     };
     a.create_session(&s).await.expect("create in a");
     assert_eq!(b.get_session("same").await.expect("get"), None);
-    b.create_session(&s).await.expect("create in b: no conflict");
-    assert_eq!(b.revoke_subject(&Revocation::now("alice")).await.expect("revoke"), 1);
+    b.create_session(&s)
+        .await
+        .expect("create in b: no conflict");
+    assert_eq!(
+        b.revoke_subject(&Revocation::now("alice"))
+            .await
+            .expect("revoke"),
+        1
+    );
     assert_eq!(a.get_session("same").await.expect("get"), Some(s));
     assert!(a.tree_names().iter().all(|n| n.starts_with("ns_a/")));
     let names: BTreeSet<Vec<u8>> = a.db().tree_names().iter().map(|n| n.to_vec()).collect();

@@ -8,13 +8,15 @@
 //! only the (ignored) `crash_child` test.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use broker_core::{BrokerStore, Revocation, SessionRecord, unix_now};
+use common::{Guard, child_test, lines, next_marked};
 use store_sled::{Durability, SledStore};
 
 const CHILD_DIR: &str = "STORE_SLED_CRASH_CHILD_DIR";
@@ -27,7 +29,9 @@ const KILL_AFTER: usize = 150;
 fn session(round: u32, i: u32) -> SessionRecord {
     let jti = format!("r{round}-{i:06}");
     let len = 64 + (i as usize * 37) % 4000;
-    let sealed = (0..len).map(|k| (k as u32 ^ i ^ (round << 8)) as u8).collect();
+    let sealed = (0..len)
+        .map(|k| (k as u32 ^ i ^ (round << 8)) as u8)
+        .collect();
     SessionRecord {
         sub: format!("user-{}", i % 13),
         expires_at: 4_000_000_000,
@@ -71,7 +75,8 @@ async fn crash_child() {
                 {
                     use std::io::Write;
                     let mut out = stdout.lock().unwrap_or_else(|e| e.into_inner());
-                    writeln!(out, "ack {round} {i}").expect("stdout");
+                    // Own line: libtest may have left "test crash_child ... " open.
+                    writeln!(out, "\nack {round} {i}").expect("stdout");
                     out.flush().expect("flush stdout");
                 }
                 // Churn that must not disturb the acknowledged sessions.
@@ -104,58 +109,56 @@ async fn crash_child() {
 fn sigkill_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db_dir = dir.path().join("db");
-    let exe = std::env::current_exe().expect("test binary path");
     let mut acknowledged: BTreeMap<String, SessionRecord> = BTreeMap::new();
 
     for round in 0..3u32 {
-        let mut child = Command::new(&exe)
-            .args(["--ignored", "--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_DIR, &db_dir)
-            .env(CHILD_ROUND, round.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the child");
-        let stdout = child.stdout.take().expect("child stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let started = Instant::now();
+        let mut child = Guard(
+            child_test("crash_child")
+                .env(CHILD_DIR, &db_dir)
+                .env(CHILD_ROUND, round.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start the child"),
+        );
+        let out = lines(child.0.stdout.take().expect("child stdout"));
+        let deadline = Instant::now() + Duration::from_secs(120);
         let mut acks_this_round = 0;
         while acks_this_round < KILL_AFTER {
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "child too slow: {acks_this_round} acks"
-            );
-            let Some(line) = lines.next() else {
+            let Some(ack) = next_marked(&out, "ack ", deadline) else {
                 panic!("child exited early after {acks_this_round} acks");
             };
-            if let Some(i) = parse_ack(&line.expect("read child"), round) {
-                let s = session(round, i);
-                acknowledged.insert(s.jti.clone(), s);
-                acks_this_round += 1;
-            }
+            let i = parse_ack(&ack, round);
+            let s = session(round, i);
+            acknowledged.insert(s.jti.clone(), s);
+            acks_this_round += 1;
         }
-        child.kill().expect("SIGKILL the child"); // SIGKILL on Unix
-        // Lines already in the pipe were acknowledged before the kill.
-        for line in lines {
-            let Ok(line) = line else { break };
-            if let Some(i) = parse_ack(&line, round) {
-                let s = session(round, i);
-                acknowledged.insert(s.jti.clone(), s);
-            }
-        }
-        let status = child.wait().expect("reap the child");
+        child.0.kill().expect("SIGKILL the child"); // SIGKILL on Unix
+        let status = child.0.wait().expect("reap the child");
         assert!(!status.success(), "the child was killed, not finished");
+        // Lines already in the pipe were acknowledged before the kill.
+        let drain = Instant::now() + Duration::from_secs(10);
+        while let Some(ack) = next_marked(&out, "ack ", drain) {
+            let i = parse_ack(&ack, round);
+            let s = session(round, i);
+            acknowledged.insert(s.jti.clone(), s);
+        }
 
         verify(&db_dir, &acknowledged);
     }
     assert!(acknowledged.len() >= 3 * KILL_AFTER);
 }
 
-fn parse_ack(line: &str, round: u32) -> Option<u32> {
-    let mut parts = line.strip_prefix("ack ")?.split(' ');
-    let r: u32 = parts.next()?.parse().ok()?;
+/// `<round> <i>` → `i`, checking the round.
+fn parse_ack(ack: &str, round: u32) -> u32 {
+    let parsed = ack
+        .split_once(' ')
+        .and_then(|(r, i)| Some((r.parse::<u32>().ok()?, i.trim().parse::<u32>().ok()?)));
+    let Some((r, i)) = parsed else {
+        panic!("malformed ack line: {ack:?}");
+    };
     assert_eq!(r, round, "ack from the current round");
-    parts.next()?.parse().ok()
+    i
 }
 
 /// Reopen after the crash: it succeeds, every acknowledged session reads
@@ -170,13 +173,20 @@ fn verify(db_dir: &Path, acknowledged: &BTreeMap<String, SessionRecord>) {
         store.setup().await.expect("setup");
         for (jti, want) in acknowledged {
             let got = store.get_session(jti).await.expect("readable");
-            assert_eq!(got.as_ref(), Some(want), "acknowledged session {jti} survived");
+            assert!(
+                got.as_ref() == Some(want),
+                "acknowledged session {jti} did not survive intact: got {:?}",
+                got.map(|g| (g.sub, g.expires_at, g.sealed.len()))
+            );
         }
         let mut scanned = 0u64;
         let mut user0 = 0u64;
         let mut cursor: Option<String> = None;
         loop {
-            let page = store.scan_sessions(cursor.as_deref(), 500).await.expect("scan");
+            let page = store
+                .scan_sessions(cursor.as_deref(), 500)
+                .await
+                .expect("scan");
             scanned += page.sessions.len() as u64;
             user0 += page.sessions.iter().filter(|s| s.sub == "user-0").count() as u64;
             match page.next {
@@ -191,7 +201,10 @@ fn verify(db_dir: &Path, acknowledged: &BTreeMap<String, SessionRecord>) {
         assert!(stats.live_sessions >= scanned, "{stats:?} vs {scanned}");
         assert_eq!(store.purge_expired().await.expect("purge"), 0);
         // A subject revoke finds its sessions through the subject index.
-        let sub0: Vec<&SessionRecord> = acknowledged.values().filter(|s| s.sub == "user-0").collect();
+        let sub0: Vec<&SessionRecord> = acknowledged
+            .values()
+            .filter(|s| s.sub == "user-0")
+            .collect();
         let probe = store.clone();
         let revocation = Revocation {
             sub: "user-0".into(),
@@ -200,7 +213,10 @@ fn verify(db_dir: &Path, acknowledged: &BTreeMap<String, SessionRecord>) {
         };
         // revoked_at 0 hides nothing; keep_until in the past: purged next time.
         let deleted = probe.revoke_subject(&revocation).await.expect("revoke");
-        assert_eq!(deleted, user0, "the subject index finds every session of the subject");
+        assert_eq!(
+            deleted, user0,
+            "the subject index finds every session of the subject"
+        );
         assert!(deleted >= sub0.len() as u64);
         for s in sub0 {
             probe.save_session(s).await.expect("restore");

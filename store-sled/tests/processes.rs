@@ -3,21 +3,19 @@
 //! environment, never this process's). Children are this test binary
 //! re-executed with an environment variable selecting the child mode.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+use common::{Guard, child_test as child, lines, next_marked};
 
 use broker_core::{BrokerStore, StoreError};
 use store_sled::{DatabaseLocked, SledStore};
 
 const HOLD_DIR: &str = "STORE_SLED_LOCK_CHILD_DIR";
 const DEFAULT_APP: &str = "STORE_SLED_DEFAULT_CHILD_APP";
-
-fn child(test: &str) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().expect("test binary path"));
-    cmd.args(["--ignored", "--exact", test, "--nocapture", "--test-threads=1"]);
-    cmd
-}
 
 /// Child: open the database, write a record, say so, and hold the database
 /// until stdin closes.
@@ -29,8 +27,11 @@ async fn lock_holder_child() {
         return;
     };
     let store = SledStore::open(&dir).expect("child opens the database");
-    store.create_record("holder", b"child").await.expect("write");
-    println!("opened");
+    store
+        .create_record("holder", b"child")
+        .await
+        .expect("write");
+    println!("\nopened");
     std::io::stdout().flush().expect("flush");
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
@@ -56,18 +57,20 @@ fn expect_locked(result: Result<SledStore, StoreError>, path: &std::path::Path) 
 fn second_process_gets_a_clear_lock_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("db");
-    let mut holder = child("lock_holder_child")
-        .env(HOLD_DIR, &path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the holder");
-    let stdout = holder.stdout.take().expect("stdout");
-    let opened = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .any(|l| l == "opened");
-    assert!(opened, "the holder opened the database");
+    let mut holder = Guard(
+        child("lock_holder_child")
+            .env(HOLD_DIR, &path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the holder"),
+    );
+    let out = lines(holder.0.stdout.take().expect("stdout"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    assert!(
+        next_marked(&out, "opened", deadline).is_some(),
+        "the holder opened the database"
+    );
 
     // Refused at once, not after a wait.
     let started = Instant::now();
@@ -75,11 +78,13 @@ fn second_process_gets_a_clear_lock_error() {
     assert!(started.elapsed() < Duration::from_secs(5), "no hang");
 
     // Once the holder exits, the database opens and holds its write.
-    drop(holder.stdin.take());
-    let status = holder.wait().expect("holder exits");
+    drop(holder.0.stdin.take());
+    let status = holder.0.wait().expect("holder exits");
     assert!(status.success(), "holder finished cleanly");
     let store = SledStore::open(&path).expect("open after the holder left");
-    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     let record = runtime
         .block_on(store.get_record("holder"))
         .expect("read the holder's record");
@@ -93,8 +98,12 @@ fn same_process_second_open_is_refused_too() {
     let first = SledStore::open(&path).expect("first open");
     expect_locked(SledStore::open(&path), &path);
     // The first handle is unaffected.
-    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-    runtime.block_on(first.health()).expect("first handle works");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    runtime
+        .block_on(first.health())
+        .expect("first handle works");
 }
 
 /// Child: `open_default` under the environment the parent chose; prints
@@ -108,7 +117,10 @@ async fn open_default_child() {
     };
     let store = SledStore::open_default(&app).expect("open_default");
     store.create_record("k", b"v").await.expect("write");
-    println!("path {}", SledStore::default_path(&app).expect("path").display());
+    println!(
+        "\npath {}",
+        SledStore::default_path(&app).expect("path").display()
+    );
 }
 
 #[cfg(target_os = "linux")]
@@ -122,11 +134,15 @@ fn open_default_uses_the_platform_data_dir() {
         .env("XDG_DATA_HOME", &data)
         .output()
         .expect("run the child");
-    assert!(out.status.success(), "child failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "child failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let path = stdout
         .lines()
-        .find_map(|l| l.strip_prefix("path "))
+        .find_map(|l| l.split_once("path ").map(|(_, p)| p))
         .expect("the child printed its path");
     let expected = data.join("demo-app").join(store_sled::DEFAULT_DB_DIR);
     assert_eq!(std::path::Path::new(path), expected);
@@ -137,7 +153,10 @@ fn open_default_uses_the_platform_data_dir() {
 fn default_path_refuses_names_that_escape() {
     for bad in ["", "../x", "a/b", ".hidden", "a\\b", &"x".repeat(65)] {
         let err = SledStore::default_path(bad).expect_err("refused");
-        assert!(matches!(err, StoreError::InvalidInput { .. }), "{bad}: {err:?}");
+        assert!(
+            matches!(err, StoreError::InvalidInput { .. }),
+            "{bad}: {err:?}"
+        );
     }
     let ok = SledStore::default_path("my-app_2.0").expect("accepted");
     assert!(ok.ends_with(store_sled::DEFAULT_DB_DIR));

@@ -1,0 +1,214 @@
+//! Open any broker store from a URL — the factory behind `brokerctl`,
+//! reusable by other tools.
+//!
+//! | URL | store |
+//! |---|---|
+//! | `memory://` | a fresh `MemoryStore` (gone at exit) |
+//! | `sled:///absolute/path`, `sled://` (platform data dir) | `store-sled` |
+//! | `postgres://…`, `postgresql://…` | `store-postgres` |
+//! | `mongodb://host/database` | `store-mongo` |
+//! | `redis://…`, `rediss://…` | `store-redis`, one node |
+//! | `redis-cluster://host1:port1,host2:port2` | `store-redis`, Redis Cluster |
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! use broker_core::Namespace;
+//! let store = brokerctl::open_store("memory://", Namespace::default()).await.unwrap();
+//! store.setup().await.unwrap();
+//! assert!(brokerctl::open_store("ftp://x", Namespace::default()).await.is_err());
+//! # });
+//! ```
+
+use std::sync::Arc;
+
+use broker_core::{BrokerStore, MemoryStore, Namespace, StoreError};
+
+/// The application name used for the default sled path.
+pub const APP_NAME: &str = "oidc-broker";
+
+/// A store opened from `url` on `namespace` (not yet set up). Unknown
+/// schemes and malformed URLs are [`StoreError::InvalidInput`] naming the
+/// schemes this build supports; the URL itself never appears in an error
+/// (it may hold a password).
+pub async fn open_store(
+    url: &str,
+    namespace: Namespace,
+) -> Result<Arc<dyn BrokerStore>, StoreError> {
+    StoreOpener::new(url).open(namespace).await
+}
+
+/// Opens stores on many namespaces of one URL, sharing one connection pool
+/// (or one open sled database, or one in-memory database).
+pub struct StoreOpener {
+    url: String,
+    shared: tokio::sync::OnceCell<Shared>,
+}
+
+#[derive(Clone)]
+enum Shared {
+    Memory(MemoryStore),
+    #[cfg(feature = "sled")]
+    Sled(store_sled::SledStore),
+    #[cfg(feature = "postgres")]
+    Postgres(store_postgres::PostgresStore),
+    #[cfg(feature = "mongo")]
+    Mongo(store_mongo::MongoStore),
+    #[cfg(feature = "redis")]
+    Redis(store_redis::RedisStore),
+    #[cfg(feature = "redis")]
+    RedisCluster(store_redis::RedisStore<store_redis::redis::cluster_async::ClusterConnection>),
+}
+
+impl StoreOpener {
+    /// An opener for `url`; nothing connects until the first [`Self::open`].
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            shared: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The URL's scheme, lower-cased (`"postgres"`, …).
+    pub fn scheme(&self) -> &str {
+        self.url.split_once("://").map_or("", |(s, _)| s)
+    }
+
+    /// A store on `namespace`.
+    pub async fn open(&self, namespace: Namespace) -> Result<Arc<dyn BrokerStore>, StoreError> {
+        let shared = self.shared.get_or_try_init(|| connect(&self.url)).await?;
+        Ok(match shared.clone() {
+            Shared::Memory(s) => Arc::new(s.with_namespace(namespace)),
+            #[cfg(feature = "sled")]
+            Shared::Sled(s) => Arc::new(s.with_namespace(namespace)),
+            #[cfg(feature = "postgres")]
+            Shared::Postgres(s) => Arc::new(s.with_namespace(namespace)),
+            #[cfg(feature = "mongo")]
+            Shared::Mongo(s) => Arc::new(s.with_namespace(namespace)),
+            #[cfg(feature = "redis")]
+            Shared::Redis(s) => Arc::new(s.with_namespace(namespace)),
+            #[cfg(feature = "redis")]
+            Shared::RedisCluster(s) => Arc::new(s.with_namespace(namespace)),
+        })
+    }
+}
+
+async fn connect(url: &str) -> Result<Shared, StoreError> {
+    let op = "open_store";
+    let scheme = url
+        .split_once("://")
+        .map(|(s, _)| s.to_ascii_lowercase())
+        .ok_or_else(|| {
+            StoreError::invalid(
+                op,
+                format!("not a store URL (scheme://…); supported: {}", supported()),
+            )
+        })?;
+    match scheme.as_str() {
+        "memory" => Ok(Shared::Memory(MemoryStore::new())),
+        #[cfg(feature = "sled")]
+        "sled" => {
+            let path = &url["sled://".len()..];
+            Ok(Shared::Sled(if path.is_empty() {
+                store_sled::SledStore::open_default(APP_NAME)?
+            } else {
+                store_sled::SledStore::open(path)?
+            }))
+        }
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(Shared::Postgres(
+            store_postgres::PostgresStore::connect(url).await?,
+        )),
+        #[cfg(feature = "mongo")]
+        "mongodb" | "mongodb+srv" => {
+            Ok(Shared::Mongo(store_mongo::MongoStore::connect(url).await?))
+        }
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => Ok(Shared::Redis(store_redis::RedisStore::connect(url).await?)),
+        #[cfg(feature = "redis")]
+        "redis-cluster" => {
+            let nodes: Vec<String> = url["redis-cluster://".len()..]
+                .split(',')
+                .filter(|n| !n.is_empty())
+                .map(|n| format!("redis://{n}"))
+                .collect();
+            if nodes.is_empty() {
+                return Err(StoreError::invalid(
+                    op,
+                    "redis-cluster:// needs host:port[,host:port…]",
+                ));
+            }
+            Ok(Shared::RedisCluster(
+                store_redis::RedisStore::connect_cluster(nodes).await?,
+            ))
+        }
+        _ => Err(StoreError::invalid(
+            op,
+            format!(
+                "unknown or disabled store scheme {scheme:?}; supported: {}",
+                supported()
+            ),
+        )),
+    }
+}
+
+/// The URL schemes this build was compiled with.
+pub fn supported() -> String {
+    let mut schemes = vec!["memory://"];
+    if cfg!(feature = "sled") {
+        schemes.push("sled:///path");
+    }
+    if cfg!(feature = "postgres") {
+        schemes.push("postgres://");
+    }
+    if cfg!(feature = "mongo") {
+        schemes.push("mongodb://");
+    }
+    if cfg!(feature = "redis") {
+        schemes.extend(["redis://", "redis-cluster://h1:p1,h2:p2"]);
+    }
+    schemes.join(", ")
+}
+
+/// A conformance factory over a URL, for `brokerctl check`: every case gets
+/// a throwaway namespace, emptied afterwards through the trait.
+pub struct UrlFactory {
+    opener: StoreOpener,
+}
+
+impl UrlFactory {
+    /// A factory for `url`.
+    pub fn new(url: &str) -> Self {
+        Self {
+            opener: StoreOpener::new(url),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl conformance::StoreFactory for UrlFactory {
+    fn name(&self) -> String {
+        self.opener.scheme().to_owned()
+    }
+
+    async fn open(&self, namespace: &Namespace) -> Result<Arc<dyn BrokerStore>, StoreError> {
+        self.opener.open(namespace.clone()).await
+    }
+
+    async fn teardown(&self, namespace: &Namespace) -> Result<(), StoreError> {
+        let store = self.opener.open(namespace.clone()).await?;
+        loop {
+            let page = store.scan_sessions(None, 1000).await?;
+            for s in &page.sessions {
+                store.delete_session(&s.jti).await?;
+            }
+            if page.next.is_none() {
+                break;
+            }
+        }
+        store.purge_expired().await?;
+        for p in store.load_peers().await? {
+            store.delete_peer(&p.issuer).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,535 @@
+//! `brokerctl`: see and care for an OIDC broker store from the shell.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use broker_core::crypto::EncryptionKey;
+use broker_core::vault::{SIGNING_KEY_RECORD, key_usage};
+use broker_core::{
+    BrokerStore, KeyConfig, KeySource, Namespace, Session, StoreError, TokenVault, unix_now,
+};
+use brokerctl::{StoreOpener, UrlFactory, open_store};
+use clap::{Parser, Subcommand};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+
+/// Operate an OIDC token broker's store.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Store URL: memory://, sled:///path (sled:// = platform data dir),
+    /// postgres://…, mongodb://host/db, redis://…, redis-cluster://h1:p1,h2:p2
+    #[arg(
+        long,
+        env = "BROKER_STORE_URL",
+        default_value = "sled://",
+        global = true
+    )]
+    store: String,
+    /// Namespace (table / collection / key prefix, tree name).
+    #[arg(long, env = "BROKER_NAMESPACE", default_value = Namespace::DEFAULT, global = true)]
+    namespace: String,
+    /// Name of an environment variable holding the base64 32-byte key.
+    #[arg(long, global = true)]
+    key_env: Option<String>,
+    /// Name of an environment variable holding the passphrase.
+    #[arg(long, global = true, conflicts_with = "key_env")]
+    passphrase_env: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the schema and register the key.
+    Init,
+    /// Counts: live and expired sessions, subjects, peers, key ids in use.
+    Stats,
+    /// Remove expired sessions.
+    Purge,
+    /// Log a subject out everywhere.
+    Revoke {
+        /// The subject.
+        #[arg(long)]
+        sub: String,
+    },
+    /// Copy every session, the signing key and peer JWKS to another store
+    /// (same keys; the source is left untouched; safe to re-run).
+    Migrate {
+        /// Destination store URL.
+        #[arg(long)]
+        to: String,
+        /// Destination namespace (default: the same).
+        #[arg(long)]
+        to_namespace: Option<String>,
+    },
+    /// Re-encrypt everything under a new primary key (resumable).
+    Rekey {
+        /// Environment variable holding the new base64 32-byte key.
+        #[arg(long)]
+        new_key_env: Option<String>,
+        /// Environment variable holding the new passphrase.
+        #[arg(long, conflicts_with = "new_key_env")]
+        new_passphrase_env: Option<String>,
+    },
+    /// Run the conformance suite against the store in throwaway namespaces.
+    Check,
+    /// Show the library working on the embedded store, in a few seconds.
+    Demo,
+}
+
+/// A failure with the exit code and one line for the operator.
+struct Fail {
+    code: u8,
+    message: String,
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        let (code, hint) = match &e {
+            StoreError::Unavailable { .. } => (3, " — is the server running and reachable?"),
+            StoreError::WrongKey { .. } | StoreError::InvalidKey { .. } => {
+                (4, " — check --key-env / --passphrase-env")
+            }
+            StoreError::InvalidInput { .. } => (2, ""),
+            _ => (1, ""),
+        };
+        let cause = std::error::Error::source(&e)
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default();
+        Fail {
+            code,
+            message: format!("{e}{cause}{hint}"),
+        }
+    }
+}
+
+fn fail(code: u8, message: impl Into<String>) -> Fail {
+    Fail {
+        code,
+        message: message.into(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("brokerctl: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("brokerctl: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn env_secret(var: &str) -> Result<SecretString, Fail> {
+    std::env::var(var)
+        .map(SecretString::from)
+        .map_err(|_| fail(2, format!("environment variable {var} is not set")))
+}
+
+fn key_source(
+    key_env: Option<&str>,
+    passphrase_env: Option<&str>,
+) -> Result<Option<KeySource>, Fail> {
+    Ok(match (key_env, passphrase_env) {
+        (Some(var), _) => Some(KeySource::Raw(EncryptionKey::from_base64(
+            env_secret(var)?.expose_secret(),
+        )?)),
+        (None, Some(var)) => Some(KeySource::Passphrase(env_secret(var)?)),
+        (None, None) => None,
+    })
+}
+
+impl Cli {
+    fn namespace(&self) -> Result<Namespace, Fail> {
+        Ok(Namespace::new(self.namespace.clone())?)
+    }
+
+    async fn store(&self) -> Result<Arc<dyn BrokerStore>, Fail> {
+        let store = open_store(&self.store, self.namespace()?).await?;
+        store.setup().await?;
+        Ok(store)
+    }
+
+    fn keys(&self) -> Result<KeyConfig, Fail> {
+        key_source(self.key_env.as_deref(), self.passphrase_env.as_deref())?
+            .map(KeyConfig::new)
+            .ok_or_else(|| {
+                fail(
+                    2,
+                    "this command needs --key-env VAR or --passphrase-env VAR",
+                )
+            })
+    }
+
+    fn print(&self, text: String, value: serde_json::Value) {
+        if self.json {
+            println!("{value}");
+        } else {
+            println!("{text}");
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Fail> {
+    match &cli.command {
+        Command::Init => {
+            let vault = TokenVault::open(cli.store().await?, cli.keys()?).await?;
+            let id = vault.keyring().primary_id();
+            cli.print(
+                format!("store ready; primary key id {id}"),
+                json!({"ok": true, "primary_key_id": id.to_string()}),
+            );
+        }
+        Command::Stats => {
+            let store = cli.store().await?;
+            let stats = store.stats().await?;
+            let usage = key_usage(store.as_ref()).await?;
+            let keys: Vec<String> = usage.iter().map(|(id, n)| format!("{id} ({n})")).collect();
+            cli.print(
+                format!(
+                    "live sessions:    {}\nexpired sessions: {}\nsubjects:         {}\npeers:            {}\nkey ids in use:   {}",
+                    stats.live_sessions,
+                    stats.expired_sessions,
+                    stats.subjects.map_or("n/a".into(), |n| n.to_string()),
+                    stats.peers,
+                    if keys.is_empty() { "none".into() } else { keys.join(", ") }
+                ),
+                json!({
+                    "live_sessions": stats.live_sessions,
+                    "expired_sessions": stats.expired_sessions,
+                    "subjects": stats.subjects,
+                    "peers": stats.peers,
+                    "key_ids": usage.iter().map(|(id, n)| (id.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+                }),
+            );
+        }
+        Command::Purge => {
+            let n = cli.store().await?.purge_expired().await?;
+            cli.print(format!("purged {n} expired sessions"), json!({"purged": n}));
+        }
+        Command::Revoke { sub } => {
+            let n = cli
+                .store()
+                .await?
+                .revoke_subject(&broker_core::Revocation::now(sub.clone()))
+                .await?;
+            cli.print(format!("revoked {n} sessions"), json!({"revoked": n}));
+        }
+        Command::Migrate { to, to_namespace } => migrate(&cli, to, to_namespace.as_deref()).await?,
+        Command::Rekey {
+            new_key_env,
+            new_passphrase_env,
+        } => {
+            let new = key_source(new_key_env.as_deref(), new_passphrase_env.as_deref())?
+                .ok_or_else(|| {
+                    fail(
+                        2,
+                        "rekey needs --new-key-env VAR or --new-passphrase-env VAR",
+                    )
+                })?;
+            let vault = TokenVault::open(cli.store().await?, cli.keys()?.rotate_to(new)).await?;
+            let json_out = cli.json;
+            let report = vault
+                .rekey(|r| {
+                    if !json_out {
+                        eprint!(
+                            "\rre-encrypting: {} seen, {} resealed",
+                            r.sessions_seen, r.sessions_resealed
+                        );
+                    }
+                })
+                .await?;
+            if !json_out {
+                eprintln!();
+            }
+            cli.print(
+                format!(
+                    "re-encrypted {} sessions and {} signing keys under key {}; {} changed meanwhile (run again)",
+                    report.sessions_resealed,
+                    report.records_resealed,
+                    vault.keyring().primary_id(),
+                    report.sessions_changed
+                ),
+                json!({
+                    "sessions_seen": report.sessions_seen,
+                    "sessions_resealed": report.sessions_resealed,
+                    "sessions_changed": report.sessions_changed,
+                    "records_resealed": report.records_resealed,
+                    "primary_key_id": vault.keyring().primary_id().to_string(),
+                }),
+            );
+        }
+        Command::Check => check(&cli).await?,
+        Command::Demo => demo(&cli).await?,
+    }
+    Ok(())
+}
+
+async fn migrate(cli: &Cli, to: &str, to_namespace: Option<&str>) -> Result<(), Fail> {
+    let keys = || cli.keys();
+    let source = TokenVault::open(cli.store().await?, keys()?).await?;
+    let dest_ns = match to_namespace {
+        Some(ns) => Namespace::new(ns)?,
+        None => cli.namespace()?,
+    };
+    let dest_store = StoreOpener::new(to).open(dest_ns).await?;
+    let dest = TokenVault::open(dest_store, keys()?).await?;
+    let started = Instant::now();
+    let mut copied = 0u64;
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = source
+            .store()
+            .scan_sessions(cursor.as_deref(), 1000)
+            .await?;
+        for record in &page.sessions {
+            let session = source.open_session("migrate", record)?;
+            dest.save_session(&session).await?;
+            copied += 1;
+        }
+        if !cli.json {
+            eprint!("\rmigrating: {copied} sessions copied");
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    if !cli.json {
+        eprintln!();
+    }
+    if source
+        .store()
+        .get_record(SIGNING_KEY_RECORD)
+        .await?
+        .is_some()
+    {
+        let pem = source
+            .load_or_create_signing_key(|| SecretString::from(String::new()))
+            .await?;
+        let stored = dest.load_or_create_signing_key(|| pem.clone()).await?;
+        if stored.expose_secret() != pem.expose_secret() {
+            return Err(fail(
+                1,
+                "the destination already holds a different signing key; it was left as it was",
+            ));
+        }
+    }
+    let peers = source.load_peer_jwks().await?;
+    for p in &peers {
+        dest.store().save_peer(p).await?;
+    }
+    let dest_live = dest.store().stats().await?.live_sessions;
+    if dest_live < copied {
+        return Err(fail(
+            1,
+            format!(
+                "verification failed: copied {copied} sessions but the destination holds {dest_live}"
+            ),
+        ));
+    }
+    cli.print(
+        format!(
+            "migrated {copied} sessions and {} peers in {:.1}s; destination holds {dest_live} live sessions",
+            peers.len(),
+            started.elapsed().as_secs_f64()
+        ),
+        json!({"sessions": copied, "peers": peers.len(), "destination_live_sessions": dest_live}),
+    );
+    Ok(())
+}
+
+async fn check(cli: &Cli) -> Result<(), Fail> {
+    // Fail fast with a clear message when the store cannot be opened.
+    cli.store().await?;
+    let results = conformance::run_all(Arc::new(UrlFactory::new(&cli.store))).await;
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    let mut rows = Vec::new();
+    for (case, result) in &results {
+        let (status, detail) = match result {
+            Ok(conformance::Outcome::Passed) => {
+                passed += 1;
+                ("ok", String::new())
+            }
+            Ok(conformance::Outcome::Skipped(why)) => {
+                skipped += 1;
+                ("skipped", why.clone())
+            }
+            Err(f) => {
+                failed += 1;
+                ("FAILED", f.0.clone())
+            }
+        };
+        if !cli.json {
+            println!(
+                "{status:>7}  {}{}",
+                case.name,
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {detail}")
+                }
+            );
+        }
+        rows.push(
+            json!({"case": case.name, "rule": case.rule, "status": status, "detail": detail}),
+        );
+    }
+    cli.print(
+        format!("{passed} passed, {failed} failed, {skipped} skipped"),
+        json!({"passed": passed, "failed": failed, "skipped": skipped, "cases": rows}),
+    );
+    if failed > 0 {
+        return Err(fail(1, format!("{failed} conformance cases failed")));
+    }
+    Ok(())
+}
+
+async fn demo(cli: &Cli) -> Result<(), Fail> {
+    let dir = tempfile::tempdir()
+        .map_err(|e| fail(1, format!("cannot create a temporary directory: {e}")))?;
+    let path = dir.path().join("broker.sled");
+    let url = if cfg!(feature = "sled") {
+        format!("sled://{}", path.display())
+    } else {
+        "memory://".to_owned()
+    };
+    let started = Instant::now();
+    let say = |line: String| {
+        if !cli.json {
+            println!("{line}");
+        }
+    };
+    let store = open_store(&url, Namespace::default()).await?;
+    let key = EncryptionKey::generate();
+    let vault = Arc::new(TokenVault::open(store, KeyConfig::new(key)).await?);
+    say(format!(
+        "opened {url} with a fresh AES-256-GCM key (id {})",
+        vault.keyring().primary_id()
+    ));
+
+    let now = unix_now();
+    let session = |jti: &str, sub: &str, token: &str| Session {
+        jti: jti.into(),
+        sub: sub.into(),
+        refresh_token: SecretString::from(token.to_owned()),
+        user_info: json!({"sub": sub, "email": format!("{sub}@example.org")}).into(),
+        expires_at: now + 3600,
+        auth_time: now,
+    };
+    for (jti, sub) in [("jwt-a1", "alice"), ("jwt-a2", "alice"), ("jwt-b1", "bob")] {
+        vault
+            .create_session(&session(jti, sub, &format!("idp-refresh-token-of-{jti}")))
+            .await?;
+    }
+    say("created 3 sessions (alice ×2, bob ×1); refresh tokens sealed before storage".into());
+
+    let got = vault
+        .get_session("jwt-a1")
+        .await?
+        .ok_or_else(|| fail(1, "demo: session missing"))?;
+    say(format!(
+        "get jwt-a1 → sub {}, email {}, refresh token of {} bytes (printed as {:?})",
+        got.sub,
+        got.user_info.expose()["email"],
+        got.refresh_token.expose_secret().len(),
+        got.refresh_token
+    ));
+
+    let racers = (0..8).map(|_| {
+        let vault = Arc::clone(&vault);
+        tokio::spawn(async move { vault.take_session("jwt-b1").await })
+    });
+    let mut winners = 0;
+    for r in racers.collect::<Vec<_>>() {
+        if r.await
+            .map_err(|e| fail(1, format!("demo task failed: {e}")))??
+            .is_some()
+        {
+            winners += 1;
+        }
+    }
+    vault
+        .save_session(&session("jwt-b2", "bob", "rotated-refresh-token"))
+        .await?;
+    say(format!(
+        "8 concurrent refreshes of jwt-b1 → {winners} won the take; rotated session jwt-b2 saved"
+    ));
+
+    let revoked = vault.revoke_subject("alice").await?;
+    let after = vault.get_session("jwt-a2").await?;
+    say(format!(
+        "revoke alice → {revoked} sessions removed; get jwt-a2 → {}",
+        if after.is_none() {
+            "none"
+        } else {
+            "still there!"
+        }
+    ));
+
+    let pem = vault
+        .load_or_create_signing_key(|| {
+            SecretString::from(
+                "-----BEGIN PRIVATE KEY-----\ndemo\n-----END PRIVATE KEY-----".to_owned(),
+            )
+        })
+        .await?;
+    say(format!(
+        "signing key stored once, sealed ({} bytes of PEM)",
+        pem.expose_secret().len()
+    ));
+
+    let stats = vault.store().stats().await?;
+    say(format!(
+        "stats: {} live sessions, {} expired",
+        stats.live_sessions, stats.expired_sessions
+    ));
+
+    let found = plaintext_on_disk(dir.path(), b"idp-refresh-token-of-");
+    say(format!(
+        "searched the database files for a refresh token in plaintext: {}",
+        if found { "FOUND (bug!)" } else { "not found" }
+    ));
+    say(format!("done in {:.2}s", started.elapsed().as_secs_f64()));
+    if cli.json {
+        println!(
+            "{}",
+            json!({"backend": url.split("://").next(), "winners_of_take": winners, "revoked": revoked, "live_sessions": stats.live_sessions, "plaintext_on_disk": found})
+        );
+    }
+    if winners != 1 || after.is_some() || found {
+        return Err(fail(1, "demo: the store misbehaved"));
+    }
+    Ok(())
+}
+
+/// True if any file under `dir` holds `needle` (after the store flushed).
+fn plaintext_on_disk(dir: &std::path::Path, needle: &[u8]) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let p = e.path();
+        if p.is_dir() {
+            plaintext_on_disk(&p, needle)
+        } else {
+            std::fs::read(&p).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+        }
+    })
+}

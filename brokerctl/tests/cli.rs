@@ -1,0 +1,249 @@
+//! End-to-end tests that drive the `brokerctl` binary.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use base64::Engine as _;
+use broker_core::crypto::EncryptionKey;
+use broker_core::{KeyConfig, Namespace, Session, TokenVault, unix_now};
+use secrecy::{ExposeSecret, SecretString};
+
+fn brokerctl() -> Command {
+    let mut cmd = Command::cargo_bin("brokerctl").expect("binary built");
+    cmd.env_remove("BROKER_STORE_URL")
+        .env_remove("BROKER_NAMESPACE");
+    cmd
+}
+
+fn b64(key: &[u8; 32]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
+
+/// Write `n` sessions into a sled store at `path` with `key`, then close it.
+async fn seed(path: &Path, key: [u8; 32], n: usize) {
+    let store = brokerctl::open_store(&format!("sled://{}", path.display()), Namespace::default())
+        .await
+        .unwrap();
+    let vault = TokenVault::open(
+        store,
+        KeyConfig::new(EncryptionKey::from_bytes(&key).unwrap()),
+    )
+    .await
+    .unwrap();
+    let now = unix_now();
+    for i in 0..n {
+        vault
+            .save_session(&Session {
+                jti: format!("j{i}"),
+                sub: format!("user{}", i % 3),
+                refresh_token: SecretString::from(format!("rt-{i}")),
+                user_info: serde_json::json!({"i": i}).into(),
+                expires_at: now + 3600,
+                auth_time: now,
+            })
+            .await
+            .unwrap();
+    }
+}
+
+fn json_of(output: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(output)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(output)))
+}
+
+#[test]
+fn demo_runs_and_reports() {
+    let out = brokerctl()
+        .arg("demo")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("1 won the take"), "{text}");
+    assert!(text.contains("revoke alice → 2 sessions removed"), "{text}");
+    assert!(text.contains("plaintext: not found"), "{text}");
+    assert!(
+        !text.contains("idp-refresh-token-of"),
+        "the demo printed a token: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stats_purge_revoke_after_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    seed(&path, [7; 32], 30).await;
+    let url = format!("sled://{}", path.display());
+    let stats = json_of(
+        &brokerctl()
+            .args(["--store", &url, "--json", "stats"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout,
+    );
+    assert_eq!(stats["live_sessions"], 30);
+    assert_eq!(stats["subjects"], 3);
+    let key_id = EncryptionKey::from_bytes(&[7; 32])
+        .unwrap()
+        .id()
+        .to_string();
+    assert_eq!(stats["key_ids"][&key_id], 30, "{stats}");
+    let revoked = json_of(
+        &brokerctl()
+            .args(["--store", &url, "--json", "revoke", "--sub", "user1"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout,
+    );
+    assert_eq!(revoked["revoked"], 10);
+    let purged = json_of(
+        &brokerctl()
+            .args(["--store", &url, "--json", "purge"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout,
+    );
+    assert_eq!(purged["purged"], 0);
+    let stats = json_of(
+        &brokerctl()
+            .args(["--store", &url, "--json", "stats"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout,
+    );
+    assert_eq!(stats["live_sessions"], 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rekey_then_old_key_can_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    seed(&path, [1; 32], 1200).await;
+    let url = format!("sled://{}", path.display());
+    let out = brokerctl()
+        .args([
+            "--store",
+            &url,
+            "--json",
+            "--key-env",
+            "OLD_KEY",
+            "rekey",
+            "--new-key-env",
+            "NEW_KEY",
+        ])
+        .env("OLD_KEY", b64(&[1; 32]))
+        .env("NEW_KEY", b64(&[2; 32]))
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let report = json_of(&out);
+    assert_eq!(report["sessions_resealed"], 1200, "{report}");
+    // Only the new key is in use; the new key alone opens every session.
+    let stats = json_of(
+        &brokerctl()
+            .args(["--store", &url, "--json", "stats"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout,
+    );
+    let new_id = EncryptionKey::from_bytes(&[2; 32])
+        .unwrap()
+        .id()
+        .to_string();
+    assert_eq!(stats["key_ids"].as_object().unwrap().len(), 1, "{stats}");
+    assert_eq!(stats["key_ids"][&new_id], 1200);
+    let store = brokerctl::open_store(&url, Namespace::default())
+        .await
+        .unwrap();
+    let vault = TokenVault::open(
+        store,
+        KeyConfig::new(EncryptionKey::from_bytes(&[2; 32]).unwrap()),
+    )
+    .await
+    .unwrap();
+    for i in [0, 599, 1199] {
+        let s = vault
+            .get_session(&format!("j{i}"))
+            .await
+            .unwrap()
+            .expect("session kept");
+        assert_eq!(s.refresh_token.expose_secret(), format!("rt-{i}"));
+    }
+}
+
+#[test]
+fn check_passes_on_a_good_store() {
+    let out = brokerctl()
+        .args(["--store", "memory://", "check"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("rule_09_take_is_atomic_under_64_takers"),
+        "{text}"
+    );
+    assert!(text.contains(" 0 failed"), "{text}");
+}
+
+fn one_line_error(cmd: &mut Command, code: i32, needle: &str) {
+    let out = cmd.assert().code(code).get_output().clone();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(err.contains(needle), "{err}");
+}
+
+#[test]
+fn bad_url_is_one_line_and_exit_2() {
+    one_line_error(
+        brokerctl().args(["--store", "ftp://host", "stats"]),
+        2,
+        "unknown or disabled store scheme",
+    );
+    one_line_error(
+        brokerctl().args(["--store", "no-scheme", "stats"]),
+        2,
+        "not a store URL",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_passphrase_is_one_line_and_exit_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sled://{}", dir.path().join("db").display());
+    brokerctl()
+        .args(["--store", &url, "--passphrase-env", "P", "init"])
+        .env("P", "right one")
+        .assert()
+        .success();
+    one_line_error(
+        brokerctl()
+            .args(["--store", &url, "--passphrase-env", "P", "init"])
+            .env("P", "wrong one"),
+        4,
+        "wrong key",
+    );
+}
+
+#[test]
+fn unreachable_server_is_one_line_and_exit_3() {
+    // Nothing listens on port 1 of the loopback address.
+    one_line_error(
+        brokerctl()
+            .args(["--store", "redis://127.0.0.1:1/", "stats"])
+            .timeout(std::time::Duration::from_secs(60)),
+        3,
+        "unavailable",
+    );
+}
