@@ -421,11 +421,7 @@ impl TokenVault {
         F: FnOnce() -> SecretString + Send,
     {
         let op = "load_or_create_signing_key";
-        let ns = self.store.namespace().as_str();
-        let binding = Binding::SigningKey {
-            namespace: ns,
-            name: SIGNING_KEY_RECORD,
-        };
+        let binding = self.signing_key_binding();
         let stored = match self.store.get_record(SIGNING_KEY_RECORD).await? {
             Some(stored) => stored,
             None => {
@@ -451,11 +447,7 @@ impl TokenVault {
         new_pem: &SecretString,
     ) -> Result<()> {
         let op = "rotate_signing_key";
-        let ns = self.store.namespace().as_str();
-        let binding = Binding::SigningKey {
-            namespace: ns,
-            name: SIGNING_KEY_RECORD,
-        };
+        let binding = self.signing_key_binding();
         let stored =
             self.store
                 .get_record(SIGNING_KEY_RECORD)
@@ -470,21 +462,37 @@ impl TokenVault {
                 what: "the signing key changed meanwhile",
             });
         }
-        let sealed = self
-            .seal(&binding, new_pem.expose_secret().as_bytes())
-            .await
-            .map_err(|e| e.with_op(op))?;
-        if self
-            .store
-            .replace_record(SIGNING_KEY_RECORD, &stored, &sealed)
-            .await?
-        {
+        if self.replace_signing_key(op, &stored, new_pem).await? {
             Ok(())
         } else {
             Err(StoreError::Conflict {
                 op,
                 what: "the signing key changed meanwhile",
             })
+        }
+    }
+
+    /// Seal `pem` as the signing key and store it if the stored blob is
+    /// still `stored` (compare-and-set); true if replaced.
+    async fn replace_signing_key(
+        &self,
+        op: &'static str,
+        stored: &[u8],
+        pem: &SecretString,
+    ) -> Result<bool> {
+        let sealed = self
+            .seal(&self.signing_key_binding(), pem.expose_secret().as_bytes())
+            .await
+            .map_err(|e| e.with_op(op))?;
+        self.store
+            .replace_record(SIGNING_KEY_RECORD, stored, &sealed)
+            .await
+    }
+
+    fn signing_key_binding(&self) -> Binding<'_> {
+        Binding::SigningKey {
+            namespace: self.store.namespace().as_str(),
+            name: SIGNING_KEY_RECORD,
         }
     }
 
@@ -576,21 +584,8 @@ impl TokenVault {
         if let Some(stored) = self.store.get_record(SIGNING_KEY_RECORD).await?
             && sealed_key_id(&stored).map_err(|e| e.with_op(op))? != primary
         {
-            let ns = self.store.namespace().as_str();
-            let binding = Binding::SigningKey {
-                namespace: ns,
-                name: SIGNING_KEY_RECORD,
-            };
-            let pem = self.open_pem(op, &binding, &stored)?;
-            let sealed = self
-                .seal(&binding, pem.expose_secret().as_bytes())
-                .await
-                .map_err(|e| e.with_op(op))?;
-            if self
-                .store
-                .replace_record(SIGNING_KEY_RECORD, &stored, &sealed)
-                .await?
-            {
+            let pem = self.open_pem(op, &self.signing_key_binding(), &stored)?;
+            if self.replace_signing_key(op, &stored, &pem).await? {
                 report.records_resealed += 1;
             }
             progress(&report);

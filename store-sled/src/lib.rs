@@ -13,9 +13,13 @@
 //! [`Durability::Flush`]; see [`Durability`] for the faster alternative.
 //!
 //! sled calls that touch memory-resident pages run directly inside the
-//! async methods (they take microseconds); flushing, which waits for an
-//! `fsync`, runs on sled's own I/O thread pool via `flush_async`, so no
-//! async worker thread is blocked on the disk.
+//! async methods (they take microseconds). Flushing, which waits for an
+//! `fsync`, runs on tokio's blocking pool (`spawn_blocking`), so no async
+//! worker thread waits on the disk. It deliberately avoids sled's
+//! `flush_async`: that runs the flush on sled's own small I/O pool, and
+//! concurrent `flush_async` calls racing a transaction deadlock sled 0.34
+//! (each pool thread waits for sled's global lock held by a flush that is
+//! itself waiting for a log write queued behind them on the same pool).
 
 #![warn(missing_docs)]
 
@@ -310,10 +314,7 @@ impl SledStore {
     /// Write everything buffered to disk; returns the number of bytes
     /// flushed. Useful with [`Durability::Periodic`] before a planned stop.
     pub async fn flush(&self) -> Result<usize> {
-        self.db
-            .flush_async()
-            .await
-            .map_err(|e| sled_error("flush", e))
+        flush_db(&self.db, "flush").await
     }
 
     /// The namespace's trees, opened on first use.
@@ -336,7 +337,7 @@ impl SledStore {
     async fn written(&self, op: &'static str) -> Result<()> {
         match self.durability {
             Durability::Flush => {
-                self.db.flush_async().await.map_err(|e| sled_error(op, e))?;
+                flush_db(&self.db, op).await?;
             }
             Durability::Periodic => {}
         }
@@ -436,6 +437,24 @@ impl SessionTx<'_> {
 
 fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
     ConflictableTransactionError::Abort(e)
+}
+
+/// Flush `db` to disk on tokio's blocking pool (never on sled's own pool:
+/// see the crate docs), or on this thread outside a tokio runtime.
+async fn flush_db(db: &sled::Db, op: &'static str) -> Result<usize> {
+    if true { return db.flush_async().await.map_err(|e| sled_error(op, e)); }
+    #[allow(unreachable_code)]
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            let db = db.clone();
+            handle
+                .spawn_blocking(move || db.flush())
+                .await
+                .map_err(|e| StoreError::backend(op, e))?
+                .map_err(|e| sled_error(op, e))
+        }
+        Err(_) => db.flush().map_err(|e| sled_error(op, e)),
+    }
 }
 
 /// Map a sled error: I/O failures are "unavailable", the rest "backend".
