@@ -442,8 +442,6 @@ fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
 /// Flush `db` to disk on tokio's blocking pool (never on sled's own pool:
 /// see the crate docs), or on this thread outside a tokio runtime.
 async fn flush_db(db: &sled::Db, op: &'static str) -> Result<usize> {
-    if true { return db.flush_async().await.map_err(|e| sled_error(op, e)); }
-    #[allow(unreachable_code)]
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => {
             let db = db.clone();
@@ -580,7 +578,8 @@ impl BrokerStore for SledStore {
         validate::sealed(OP, sealed)?;
         let t = self.trees(OP)?;
         // The blob is not indexed, so only the sessions tree changes.
-        let replaced = (&t.sessions)
+        let replaced = t
+            .sessions
             .transaction(|s| {
                 let Some(bytes) = s.get(jti.as_bytes())? else {
                     return Ok(false);

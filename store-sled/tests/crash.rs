@@ -41,7 +41,7 @@ fn session(round: u32, i: u32) -> SessionRecord {
     }
 }
 
-/// The child: write forever from 4 tasks, printing `ack <round> <i>` after
+/// The child: keep writing from 4 tasks, printing `ack <round> <i>` after
 /// each write returned (and so was flushed). Also exercises the other
 /// writers (delete, take, revoke) so the log holds multi-tree transactions
 /// of every kind when the kill lands.
@@ -68,8 +68,9 @@ async fn crash_child() {
         let store = Arc::clone(&store);
         let stdout = Arc::clone(&stdout);
         tasks.push(tokio::spawn(async move {
+            // Far more writes than the parent waits for: it kills us first.
             let mut i = worker;
-            loop {
+            while i < 1_000_000 {
                 let s = session(round, i);
                 store.create_session(&s).await.expect("create");
                 {
