@@ -64,16 +64,21 @@ pub async fn server_url(server: Server) -> Option<String> {
     if let Some(url) = crate::containers::start(server).await {
         return Some(url);
     }
-    skip(server.label(), server.env_var());
+    skip(
+        server.label(),
+        server.env_var(),
+        cfg!(feature = "containers") && server != Server::RedisCluster,
+    );
     None
 }
 
 /// Report a missing server: loudly, once per server kind and process;
 /// panic under `CI=true`.
-pub fn skip(what: &str, env_var: &str) {
+/// `docker` says whether a container could have been started instead.
+pub fn skip(what: &str, env_var: &str, docker: bool) {
     let message = format!(
         "no {what} server: set {env_var} (or run scripts/test-all.sh, which starts one){}",
-        if cfg!(feature = "containers") {
+        if docker {
             ", or start a Docker engine"
         } else {
             ""
