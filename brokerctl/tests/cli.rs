@@ -46,6 +46,18 @@ async fn seed(path: &Path, key: [u8; 32], n: usize) {
     }
 }
 
+/// Run brokerctl with `args`, expect success, parse its JSON output.
+fn run_json(args: &[&str]) -> serde_json::Value {
+    json_of(
+        &brokerctl()
+            .args(args)
+            .assert()
+            .success()
+            .get_output()
+            .stdout,
+    )
+}
+
 fn json_of(output: &[u8]) -> serde_json::Value {
     serde_json::from_slice(output)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(output)))
@@ -76,14 +88,7 @@ async fn stats_purge_revoke_after_writes() {
     let path = dir.path().join("db");
     seed(&path, [7; 32], 30).await;
     let url = format!("sled://{}", path.display());
-    let stats = json_of(
-        &brokerctl()
-            .args(["--store", &url, "--json", "stats"])
-            .assert()
-            .success()
-            .get_output()
-            .stdout,
-    );
+    let stats = run_json(&["--store", &url, "--json", "stats"]);
     assert_eq!(stats["live_sessions"], 30);
     assert_eq!(stats["subjects"], 3);
     let key_id = EncryptionKey::from_bytes(&[7; 32])
@@ -91,32 +96,11 @@ async fn stats_purge_revoke_after_writes() {
         .id()
         .to_string();
     assert_eq!(stats["key_ids"][&key_id], 30, "{stats}");
-    let revoked = json_of(
-        &brokerctl()
-            .args(["--store", &url, "--json", "revoke", "--sub", "user1"])
-            .assert()
-            .success()
-            .get_output()
-            .stdout,
-    );
+    let revoked = run_json(&["--store", &url, "--json", "revoke", "--sub", "user1"]);
     assert_eq!(revoked["revoked"], 10);
-    let purged = json_of(
-        &brokerctl()
-            .args(["--store", &url, "--json", "purge"])
-            .assert()
-            .success()
-            .get_output()
-            .stdout,
-    );
+    let purged = run_json(&["--store", &url, "--json", "purge"]);
     assert_eq!(purged["purged"], 0);
-    let stats = json_of(
-        &brokerctl()
-            .args(["--store", &url, "--json", "stats"])
-            .assert()
-            .success()
-            .get_output()
-            .stdout,
-    );
+    let stats = run_json(&["--store", &url, "--json", "stats"]);
     assert_eq!(stats["live_sessions"], 20);
 }
 
@@ -147,14 +131,7 @@ async fn rekey_then_old_key_can_go() {
     let report = json_of(&out);
     assert_eq!(report["sessions_resealed"], 1200, "{report}");
     // Only the new key is in use; the new key alone opens every session.
-    let stats = json_of(
-        &brokerctl()
-            .args(["--store", &url, "--json", "stats"])
-            .assert()
-            .success()
-            .get_output()
-            .stdout,
-    );
+    let stats = run_json(&["--store", &url, "--json", "stats"]);
     let new_id = EncryptionKey::from_bytes(&[2; 32])
         .unwrap()
         .id()
