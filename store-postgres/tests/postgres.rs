@@ -158,10 +158,7 @@ async fn a_pool_handed_in_still_works_after_the_store_is_dropped() {
 async fn raw_reader_sees_every_column() {
     // The "no plaintext at rest" case relies on this reader; prove it is not blind.
     let url = server!();
-    let pool = common::admin_pool(&url).await;
-    let ns = Namespace::random("pgt").unwrap();
-    let store = PostgresStore::new(pool.clone()).with_namespace(ns.clone());
-    store.setup().await.unwrap();
+    let (pool, ns, store) = common::fresh_store(&url).await;
     let s = session("raw-jti", "raw-sub", 4_000_000_000);
     store.save_session(&s).await.unwrap();
     store
@@ -209,10 +206,7 @@ async fn raw_reader_sees_every_column() {
 #[tokio::test]
 async fn purge_works_in_batches_and_keeps_live_sessions() {
     let url = server!();
-    let pool = common::admin_pool(&url).await;
-    let ns = Namespace::random("pgt").unwrap();
-    let store = PostgresStore::new(pool.clone()).with_namespace(ns.clone());
-    store.setup().await.unwrap();
+    let (pool, ns, store) = common::fresh_store(&url).await;
     let now = unix_now();
     // 2500 expired rows (more than two purge batches), inserted in one statement.
     sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -242,10 +236,7 @@ async fn purge_works_in_batches_and_keeps_live_sessions() {
 #[tokio::test]
 async fn scan_pages_with_keyset_cursor_exactly_once() {
     let url = server!();
-    let pool = common::admin_pool(&url).await;
-    let ns = Namespace::random("pgt").unwrap();
-    let store = PostgresStore::new(pool.clone()).with_namespace(ns.clone());
-    store.setup().await.unwrap();
+    let (pool, ns, store) = common::fresh_store(&url).await;
     let now = unix_now();
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO \"{ns}_sessions\" (jti, sub, expires_at, auth_time, sealed) \

@@ -25,6 +25,15 @@ pub async fn admin_pool(url: &str) -> PgPool {
         .expect("the test server answers")
 }
 
+/// A pool, a fresh random namespace, and a set-up store on both.
+pub async fn fresh_store(url: &str) -> (PgPool, Namespace, store_postgres::PostgresStore) {
+    let pool = admin_pool(url).await;
+    let ns = Namespace::random("pgt").expect("valid prefix");
+    let store = store_postgres::PostgresStore::new(pool.clone()).with_namespace(ns.clone());
+    store.setup().await.expect("setup");
+    (pool, ns, store)
+}
+
 /// The four table names of `ns`.
 pub fn tables(ns: &Namespace) -> [String; 4] {
     ["sessions", "revocations", "records", "peers"].map(|t| format!("{ns}_{t}"))
