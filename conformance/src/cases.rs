@@ -326,13 +326,19 @@ pub async fn rule_04_save_then_get_returns_exactly_what_was_saved(ctx: &Ctx) -> 
 /// Rule 4, with keys that break naive query building.
 pub async fn rule_04_hostile_keys_are_stored_literally(ctx: &Ctx) -> CaseResult {
     let store = ready(ctx).await?;
-    for (i, id) in HOSTILE_IDS.iter().enumerate() {
-        store.save_session(&live(id, id, i as u8 + 1)).await?;
+    // Built once: the expected values must not move with the clock.
+    let saved: Vec<SessionRecord> = HOSTILE_IDS
+        .iter()
+        .enumerate()
+        .map(|(i, id)| live(id, id, i as u8 + 1))
+        .collect();
+    for s in &saved {
+        store.save_session(s).await?;
     }
-    for (i, id) in HOSTILE_IDS.iter().enumerate() {
+    for (id, s) in HOSTILE_IDS.iter().zip(&saved) {
         ensure_eq!(
             store.get_session(id).await?,
-            Some(live(id, id, i as u8 + 1)),
+            Some(s.clone()),
             "hostile jti {id:?}"
         );
     }
