@@ -1,0 +1,1 @@
+//! Cross-process races and a soak workload with a checker (work in progress).
