@@ -315,4 +315,10 @@ impl BrokerStore for MemoryStore {
             }
         }))
     }
+
+    async fn drop_namespace(&self) -> Result<()> {
+        let mut db: MutexGuard<'_, _> = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        db.remove(&self.namespace);
+        Ok(())
+    }
 }

@@ -98,6 +98,17 @@ pub trait BrokerStore: fmt::Debug + Send + Sync + 'static {
 
     /// Counts for operators.
     async fn stats(&self) -> Result<StoreStats>;
+
+    /// Remove everything kept under this store's namespace: sessions and
+    /// their indexes, revocation markers, create-once records (the signing
+    /// key and the key-check records among them), peers, and the
+    /// namespace's own tables, collections or trees. Other namespaces are
+    /// untouched. Irreversible and idempotent; `setup` makes the namespace
+    /// usable again. For throwaway namespaces (tests, `brokerctl check`).
+    /// Deleted bytes may linger in the database's own files until it
+    /// compacts them (sled segments, PostgreSQL dead tuples); they were
+    /// sealed.
+    async fn drop_namespace(&self) -> Result<()>;
 }
 
 /// Stores are usually shared; an `Arc` of one is a store too.
@@ -167,5 +178,8 @@ impl<S: BrokerStore + ?Sized> BrokerStore for Arc<S> {
     }
     async fn stats(&self) -> Result<StoreStats> {
         (**self).stats().await
+    }
+    async fn drop_namespace(&self) -> Result<()> {
+        (**self).drop_namespace().await
     }
 }

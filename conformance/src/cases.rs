@@ -58,6 +58,7 @@ pub const ALL: &[Case] = &[
         2
     ),
     case!(rule_03_namespaces_are_isolated, 3),
+    case!(rule_03_drop_namespace_removes_it_and_nothing_else, 3),
     case!(rule_04_save_then_get_returns_exactly_what_was_saved, 4),
     case!(rule_04_hostile_keys_are_stored_literally, 4),
     case!(rule_04_vault_round_trips_unicode_empty_and_16k, 4),
@@ -296,6 +297,92 @@ pub async fn rule_03_namespaces_are_isolated(ctx: &Ctx) -> CaseResult {
     ensure!(
         b.take_session("same").await?.is_some(),
         "b lost its session"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// Rule 3: dropping a namespace removes its sessions, records and peers, can
+/// be repeated, leaves the store usable after `setup`, and never touches
+/// another namespace.
+pub async fn rule_03_drop_namespace_removes_it_and_nothing_else(ctx: &Ctx) -> CaseResult {
+    let a = ready(ctx).await?;
+    let b = ctx.open_extra().await?;
+    let doomed = [
+        live("d1", "alice", 11),
+        live("d2", "alice", 12),
+        live("d3", "bob", 13),
+        live("d4", "carol", 14),
+        record("d5", "bob", unix_now() - 5, unix_now() - 100, 15),
+    ];
+    for s in &doomed {
+        a.save_session(s).await?;
+    }
+    a.revoke_subject(&Revocation::now("carol")).await?;
+    a.create_record("r", b"doomed-record-value").await?;
+    let peer = |issuer: &str| PeerJwks {
+        issuer: issuer.into(),
+        jwks: format!("{{\"keys\":[],\"of\":\"{issuer}\"}}"),
+        fetched_at: 7,
+    };
+    a.save_peer(&peer("https://doomed")).await?;
+    let kept = live("d1", "alice", 99);
+    b.save_session(&kept).await?;
+    b.create_record("r", b"kept").await?;
+    b.save_peer(&peer("https://kept")).await?;
+
+    a.drop_namespace().await?;
+    a.drop_namespace().await?;
+
+    let fresh = ctx.factory().open(ctx.namespace()).await?;
+    fresh.setup().await?;
+    for s in &doomed {
+        ensure!(
+            fresh.get_session(&s.jti).await?.is_none(),
+            "a session survived drop_namespace"
+        );
+    }
+    ensure!(
+        fresh.get_record("r").await?.is_none(),
+        "a record survived drop_namespace"
+    );
+    ensure!(
+        fresh.load_peers().await?.is_empty(),
+        "a peer survived drop_namespace"
+    );
+    let stats = fresh.stats().await?;
+    ensure_eq!(
+        (
+            stats.live_sessions,
+            stats.expired_sessions,
+            stats.peers,
+            stats.records
+        ),
+        (0, 0, 0, 0),
+        "stats (live, expired, peers, records) after drop_namespace"
+    );
+    // The same store object works again after setup.
+    a.setup().await?;
+    a.save_session(&live("again", "dave", 21)).await?;
+    ensure_eq!(
+        fresh.get_session("again").await?.map(|s| s.sealed),
+        Some(live("again", "dave", 21).sealed),
+        "the store after drop_namespace and setup"
+    );
+
+    ensure_eq!(
+        b.get_session("d1").await?.map(|s| s.sealed),
+        Some(kept.sealed.clone()),
+        "drop_namespace touched another namespace's session"
+    );
+    ensure_eq!(
+        b.get_record("r").await?,
+        Some(b"kept".to_vec()),
+        "drop_namespace touched another namespace's record"
+    );
+    ensure_eq!(
+        b.load_peers().await?.len(),
+        1,
+        "drop_namespace touched another namespace's peers"
     );
     Ok(Outcome::Passed)
 }

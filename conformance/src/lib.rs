@@ -75,9 +75,10 @@ pub trait StoreFactory: Send + Sync + 'static {
     }
 
     /// Remove everything stored under `namespace`; called after each case.
-    /// Must never touch another namespace.
-    async fn teardown(&self, _namespace: &Namespace) -> Result<(), StoreError> {
-        Ok(())
+    /// Must never touch another namespace. The default opens a store on it
+    /// and calls [`BrokerStore::drop_namespace`].
+    async fn teardown(&self, namespace: &Namespace) -> Result<(), StoreError> {
+        self.open(namespace).await?.drop_namespace().await
     }
 }
 
@@ -261,6 +262,7 @@ macro_rules! test_suite {
             rule_01_setup_is_idempotent
             rule_02_store_from_existing_handle_shares_data_and_leaves_it_open
             rule_03_namespaces_are_isolated
+            rule_03_drop_namespace_removes_it_and_nothing_else
             rule_04_save_then_get_returns_exactly_what_was_saved
             rule_04_hostile_keys_are_stored_literally
             rule_04_vault_round_trips_unicode_empty_and_16k

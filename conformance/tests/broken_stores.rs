@@ -188,6 +188,9 @@ impl BrokerStore for Faulty {
     async fn stats(&self) -> Result<StoreStats> {
         self.inner.stats().await
     }
+    async fn drop_namespace(&self) -> Result<()> {
+        self.inner.drop_namespace().await
+    }
 }
 
 fn factory(fault: Option<Fault>) -> Arc<dyn StoreFactory> {

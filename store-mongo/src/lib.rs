@@ -782,6 +782,14 @@ impl BrokerStore for MongoStore {
         Ok(res.deleted_count > 0)
     }
 
+    async fn drop_namespace(&self) -> Result<()> {
+        const OP: &str = "drop_namespace";
+        self.run(OP, self.sessions.drop()).await?;
+        self.run(OP, self.revocations.drop()).await?;
+        self.run(OP, self.records.drop()).await?;
+        self.run(OP, self.peers.drop()).await
+    }
+
     async fn stats(&self) -> Result<StoreStats> {
         const OP: &str = "stats";
         let now = date(unix_now());

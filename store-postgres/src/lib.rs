@@ -668,6 +668,16 @@ impl BrokerStore for PostgresStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn drop_namespace(&self) -> Result<()> {
+        const OP: &str = "drop_namespace";
+        self.run(
+            OP,
+            sqlx::raw_sql(self.sql.drop_namespace.clone()).execute(&self.pool),
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn stats(&self) -> Result<StoreStats> {
         const OP: &str = "stats";
         let (live, expired, subjects, peers, records): (i64, i64, i64, i64, i64) = self

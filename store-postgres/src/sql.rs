@@ -113,6 +113,7 @@ pub(crate) struct Statements {
     pub(crate) load_peers: SqlStr,
     pub(crate) delete_peer: SqlStr,
     pub(crate) stats: SqlStr,
+    pub(crate) drop_namespace: SqlStr,
 }
 
 impl Statements {
@@ -257,6 +258,8 @@ impl Statements {
                  (SELECT count(*) FROM {p}), \
                  (SELECT count(*) FROM {rec})"
             )),
+            // Under the migration lock, so it never interleaves with a setup.
+            drop_namespace: sql(format!("{lock}DROP TABLE IF EXISTS {s}, {r}, {rec}, {p};")),
         }
     }
 }

@@ -4,7 +4,7 @@
 mod keys;
 mod scripts;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::time::Duration;
 
@@ -581,6 +581,60 @@ where
     /// (`ZRANGEBYLEX` on the bucket's index), so the cursor (`bucket:jti`)
     /// is a stable position: a session present throughout is returned
     /// exactly once. A page examines at most `limit` index entries.
+    /// Deletes the sessions, both bucket indexes, records, peers and the
+    /// format marker, plus the subject index and revocation marker of every
+    /// subject that still has a stored session. Keys Redis cannot list
+    /// without `SCAN` across every node (indexes and markers of subjects with
+    /// no stored session) expire by themselves: markers at `keep_until`,
+    /// indexes with their last session. They hold hex ids and times only.
+    async fn drop_namespace(&self) -> Result<()> {
+        const OP: &str = "drop_namespace";
+        for b in 0..BUCKETS {
+            let lex = self.keys.lex(b);
+            loop {
+                let members: Vec<String> = self
+                    .cmd(OP, redis::cmd("ZRANGE").arg(&lex).arg(0).arg(999))
+                    .await?;
+                if members.is_empty() {
+                    break;
+                }
+                let session_keys: Vec<String> = members
+                    .iter()
+                    .map(|m| self.keys.session_hex(b, m))
+                    .collect();
+                let values: Vec<Option<Vec<u8>>> =
+                    self.cmd(OP, redis::cmd("MGET").arg(&session_keys)).await?;
+                let subjects: BTreeSet<String> = values
+                    .iter()
+                    .flatten()
+                    .filter_map(|v| codec::decode_session(OP, String::new(), v).ok())
+                    .map(|s| s.sub)
+                    .collect();
+                for sub in &subjects {
+                    let _: i64 = self
+                        .cmd(
+                            OP,
+                            redis::cmd("DEL")
+                                .arg(self.keys.subject(sub))
+                                .arg(self.keys.marker(sub)),
+                        )
+                        .await?;
+                }
+                let _: i64 = self.cmd(OP, redis::cmd("DEL").arg(&session_keys)).await?;
+                let _: i64 = self
+                    .cmd(OP, redis::cmd("ZREM").arg(&lex).arg(&members))
+                    .await?;
+            }
+            let _: i64 = self
+                .cmd(OP, redis::cmd("DEL").arg(&lex).arg(self.keys.exp(b)))
+                .await?;
+        }
+        for key in [self.keys.records(), self.keys.peers(), self.keys.meta()] {
+            let _: i64 = self.cmd(OP, redis::cmd("DEL").arg(key)).await?;
+        }
+        Ok(())
+    }
+
     async fn scan_sessions(&self, cursor: Option<&str>, limit: usize) -> Result<SessionPage> {
         const OP: &str = "scan_sessions";
         validate::page_limit(OP, limit)?;

@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use async_trait::async_trait;
 use broker_core::codec;
@@ -132,7 +132,8 @@ pub struct SledStore {
     db: sled::Db,
     namespace: Namespace,
     durability: Durability,
-    trees: Arc<OnceLock<Trees>>,
+    /// The namespace's trees once opened; emptied by `drop_namespace`.
+    trees: Arc<RwLock<Option<Arc<Trees>>>>,
 }
 
 impl fmt::Debug for SledStore {
@@ -197,7 +198,7 @@ impl SledStore {
             db,
             namespace: Namespace::default(),
             durability: Durability::default(),
-            trees: Arc::new(OnceLock::new()),
+            trees: Arc::default(),
         }
     }
 
@@ -281,7 +282,7 @@ impl SledStore {
     /// The same database under another namespace (a separate set of trees).
     pub fn with_namespace(mut self, namespace: Namespace) -> Self {
         self.namespace = namespace;
-        self.trees = Arc::new(OnceLock::new());
+        self.trees = Arc::default();
         self
     }
 
@@ -318,19 +319,17 @@ impl SledStore {
     }
 
     /// The namespace's trees, opened on first use.
-    fn trees(&self, op: &'static str) -> Result<&Trees> {
-        if let Some(t) = self.trees.get() {
-            return Ok(t);
+    fn trees(&self, op: &'static str) -> Result<Arc<Trees>> {
+        if let Some(t) = &*self.trees.read().unwrap_or_else(PoisonError::into_inner) {
+            return Ok(Arc::clone(t));
         }
-        let opened = Trees::open(&self.db, &self.namespace).map_err(|e| sled_error(op, e))?;
-        // A racing caller may have set it first; both opened the same trees.
-        let _ = self.trees.set(opened);
-        self.trees.get().ok_or_else(|| {
-            StoreError::backend(
-                op,
-                std::io::Error::other("the namespace's trees could not be opened"),
-            )
-        })
+        let mut slot = self.trees.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(t) = &*slot {
+            return Ok(Arc::clone(t));
+        }
+        let opened = Arc::new(Trees::open(&self.db, &self.namespace).map_err(|e| sled_error(op, e))?);
+        *slot = Some(Arc::clone(&opened));
+        Ok(opened)
     }
 
     /// Make a write durable according to the chosen [`Durability`].
@@ -488,6 +487,18 @@ impl BrokerStore for SledStore {
         self.trees("setup").map(|_| ())
     }
 
+    async fn drop_namespace(&self) -> Result<()> {
+        const OP: &str = "drop_namespace";
+        {
+            let mut slot = self.trees.write().unwrap_or_else(PoisonError::into_inner);
+            *slot = None;
+            for name in self.tree_names() {
+                self.db.drop_tree(name).map_err(|e| sled_error(OP, e))?;
+            }
+        }
+        self.written(OP).await
+    }
+
     async fn health(&self) -> Result<()> {
         const OP: &str = "health";
         let t = self.trees(OP)?;
@@ -518,7 +529,7 @@ impl BrokerStore for SledStore {
         };
         let s = codec::decode_session(OP, jti.to_owned(), &bytes)?;
         let now = unix_now();
-        if !s.is_live_at(now) || self.revoked(t, OP, &s, now)? {
+        if !s.is_live_at(now) || self.revoked(&t, OP, &s, now)? {
             return Ok(None);
         }
         Ok(Some(s))
