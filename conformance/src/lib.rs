@@ -42,6 +42,7 @@ use broker_core::{BrokerStore, Namespace, StoreError};
 pub mod cases;
 #[cfg(feature = "containers")]
 mod containers;
+pub mod mutants;
 pub mod provision;
 
 /// Opens stores of the backend under test, one namespace at a time.
