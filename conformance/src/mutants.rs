@@ -23,7 +23,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -121,6 +121,16 @@ struct Faulty {
     peers: Mutex<Vec<PeerJwks>>,
 }
 
+impl Faulty {
+    fn shadow(&self) -> MutexGuard<'_, HashMap<String, SessionRecord>> {
+        self.shadow.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn peers(&self) -> MutexGuard<'_, Vec<PeerJwks>> {
+        self.peers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 #[async_trait]
 impl BrokerStore for Faulty {
     fn namespace(&self) -> &Namespace {
@@ -133,14 +143,14 @@ impl BrokerStore for Faulty {
         self.inner.health().await
     }
     async fn create_session(&self, s: &SessionRecord) -> Result<()> {
-        self.shadow.lock().unwrap_or_else(PoisonError::into_inner).insert(s.jti.clone(), s.clone());
+        self.shadow().insert(s.jti.clone(), s.clone());
         if self.mutant == Mutant::CreateSessionUpserts {
             return self.inner.save_session(s).await;
         }
         self.inner.create_session(s).await
     }
     async fn save_session(&self, s: &SessionRecord) -> Result<()> {
-        self.shadow.lock().unwrap_or_else(PoisonError::into_inner).insert(s.jti.clone(), s.clone());
+        self.shadow().insert(s.jti.clone(), s.clone());
         if self.mutant == Mutant::SaveKeepsOldSubject
             && let Some(old) = self.inner.get_session(&s.jti).await?
         {
@@ -157,12 +167,12 @@ impl BrokerStore for Faulty {
     async fn get_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
         let found = self.inner.get_session(jti).await?;
         if self.mutant == Mutant::GetReturnsExpired && found.is_none() {
-            return Ok(self.shadow.lock().unwrap_or_else(PoisonError::into_inner).get(jti).cloned());
+            return Ok(self.shadow().get(jti).cloned());
         }
         Ok(found)
     }
     async fn take_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
-        self.shadow.lock().unwrap_or_else(PoisonError::into_inner).remove(jti);
+        self.shadow().remove(jti);
         if self.mutant == Mutant::TakeIsGetThenDelete {
             let found = self.inner.get_session(jti).await?;
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -172,7 +182,7 @@ impl BrokerStore for Faulty {
         self.inner.take_session(jti).await
     }
     async fn delete_session(&self, jti: &str) -> Result<bool> {
-        self.shadow.lock().unwrap_or_else(PoisonError::into_inner).remove(jti);
+        self.shadow().remove(jti);
         self.inner.delete_session(jti).await
     }
     async fn replace_session_blob(
@@ -241,14 +251,14 @@ impl BrokerStore for Faulty {
     }
     async fn save_peer(&self, p: &PeerJwks) -> Result<()> {
         if self.mutant == Mutant::PeersAppend {
-            self.peers.lock().unwrap_or_else(PoisonError::into_inner).push(p.clone());
+            self.peers().push(p.clone());
             return Ok(());
         }
         self.inner.save_peer(p).await
     }
     async fn load_peers(&self) -> Result<Vec<PeerJwks>> {
         if self.mutant == Mutant::PeersAppend {
-            return Ok(self.peers.lock().unwrap_or_else(PoisonError::into_inner).clone());
+            return Ok(self.peers().clone());
         }
         self.inner.load_peers().await
     }
