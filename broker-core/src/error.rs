@@ -58,6 +58,18 @@ pub enum StoreError {
         /// The key id found in the envelope.
         key_id: KeyId,
     },
+    /// The keyring leaves out a key the store registered and no re-encryption
+    /// has retired yet, so data sealed under it would become unreadable.
+    #[error(
+        "{op}: key id {key_id} may still protect stored data; keep it as an older key until a \
+         re-encryption (rekey) has moved everything to the primary key"
+    )]
+    KeyInUse {
+        /// The operation (opening the keyring).
+        op: &'static str,
+        /// The left-out key.
+        key_id: KeyId,
+    },
     /// A stored record cannot be decoded (not sealed by this library, or damaged).
     #[error("{op}: corrupt record: {reason}")]
     Corrupt {
@@ -141,6 +153,7 @@ impl StoreError {
             | Self::Conflict { op, .. }
             | Self::Tampered { op }
             | Self::UnknownKey { op, .. }
+            | Self::KeyInUse { op, .. }
             | Self::Corrupt { op, .. }
             | Self::WrongKey { op, .. }
             | Self::InvalidKey { op, .. }
@@ -163,6 +176,7 @@ impl StoreError {
             | Self::Conflict { op, .. }
             | Self::Tampered { op }
             | Self::UnknownKey { op, .. }
+            | Self::KeyInUse { op, .. }
             | Self::Corrupt { op, .. }
             | Self::WrongKey { op, .. }
             | Self::InvalidKey { op, .. }

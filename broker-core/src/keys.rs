@@ -7,7 +7,10 @@
 //! (`keys.founder`). A key whose id has no key-check record is refused at
 //! open — a wrong key or passphrase is caught before any session call —
 //! unless it is the store's first key or a new primary registered on purpose
-//! with [`KeyConfig::rotate_to`].
+//! with [`KeyConfig::rotate_to`]. A registered key may be left out of the
+//! keyring only once a completed re-encryption retired it
+//! (`key_retired.<id>`, written by [`TokenVault::rekey`](crate::TokenVault::rekey));
+//! before that, leaving it out is refused with [`StoreError::KeyInUse`].
 
 use std::fmt;
 
@@ -26,9 +29,42 @@ pub const FOUNDER_RECORD: &str = "keys.founder";
 pub const KEY_CHECK_PREFIX: &str = "key_check.";
 const KEY_CHECK_PLAINTEXT: &[u8] = b"oidc-broker-store key check v1";
 
+/// Prefix of the records marking a key as no longer protecting anything
+/// (`key_retired.<key id>`).
+pub const KEY_RETIRED_PREFIX: &str = "key_retired.";
+
 /// The name of the key-check record of `id`.
 pub fn key_check_record(id: KeyId) -> String {
     format!("{KEY_CHECK_PREFIX}{id}")
+}
+
+/// The name of the retirement record of `id`.
+pub fn key_retired_record(id: KeyId) -> String {
+    format!("{KEY_RETIRED_PREFIX}{id}")
+}
+
+/// Refuse a keyring that leaves out a registered key not yet retired.
+async fn refuse_left_out_keys(store: &dyn BrokerStore, ring: &Keyring) -> Result<()> {
+    let op = "open_keyring";
+    let names: Vec<String> = store
+        .list_records()
+        .await
+        .map_err(|e| e.with_op(op))?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    for name in &names {
+        let Some(hex) = name.strip_prefix(KEY_CHECK_PREFIX) else {
+            continue;
+        };
+        let id = u32::from_str_radix(hex, 16)
+            .map(KeyId)
+            .map_err(|_| StoreError::corrupt(op, Corruption::Malformed("key-check record name")))?;
+        if !ring.contains(id) && !names.contains(&key_retired_record(id)) {
+            return Err(StoreError::KeyInUse { op, key_id: id });
+        }
+    }
+    Ok(())
 }
 
 /// A key: raw bytes, or a passphrase to stretch with the store's Argon2id salt.
@@ -344,6 +380,7 @@ pub(crate) async fn open_keyring(store: &dyn BrokerStore, config: KeyConfig) -> 
             }
         }
     }
+    refuse_left_out_keys(store, &ring).await?;
     Ok(ring)
 }
 

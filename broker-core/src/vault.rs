@@ -12,7 +12,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::crypto::{Binding, KeyId, Keyring, sealed_key_id};
 use crate::error::{Corruption, Result, StoreError};
-use crate::keys::{KeyConfig, open_keyring};
+use crate::keys::{KeyConfig, key_retired_record, open_keyring};
 use crate::record::{PeerJwks, Revocation, SessionRecord, UnixTime};
 use crate::store::BrokerStore;
 use crate::validate;
@@ -534,6 +534,14 @@ impl TokenVault {
         self.store.load_peers().await
     }
 
+    /// True if there is no signing key or it is sealed under `id`.
+    async fn signing_key_under(&self, id: KeyId) -> Result<bool> {
+        match self.store.get_record(SIGNING_KEY_RECORD).await? {
+            None => Ok(true),
+            Some(stored) => Ok(sealed_key_id(&stored).map_err(|e| e.with_op("rekey"))? == id),
+        }
+    }
+
     /// How many sealed values each key id protects (sessions and signing
     /// keys): a key may be dropped once its count is zero.
     #[tracing::instrument(skip_all, name = "vault.key_usage")]
@@ -546,6 +554,11 @@ impl TokenVault {
     /// compare-and-set, so a record changed meanwhile is left alone; a run
     /// killed midway resumes where it stopped when run again.
     /// `progress` is called after every page.
+    ///
+    /// A run that leaves nothing under the older keys retires them: from
+    /// then on the vault opens without them. Until then, leaving a key out
+    /// of the [`KeyConfig`] is refused ([`StoreError::KeyInUse`]). Rekey
+    /// once every worker seals with the new primary.
     #[tracing::instrument(skip_all, name = "vault.rekey")]
     pub async fn rekey(
         &self,
@@ -589,6 +602,20 @@ impl TokenVault {
                 report.records_resealed += 1;
             }
             progress(&report);
+        }
+        if report.sessions_changed == 0 && self.signing_key_under(primary).await? {
+            // Nothing readable is sealed under another key any more.
+            for id in self.keyring.key_ids() {
+                if id != primary {
+                    self.store
+                        .create_record(
+                            &key_retired_record(id),
+                            &crate::record::unix_now().to_be_bytes(),
+                        )
+                        .await
+                        .map_err(|e| e.with_op(op))?;
+                }
+            }
         }
         tracing::info!(
             seen = report.sessions_seen,
@@ -758,6 +785,11 @@ mod tests {
             rotated.get_session("j7").await.unwrap().is_some(),
             "old blobs still open"
         );
+        // Dropping the old key before the re-encryption is refused.
+        match vault(&store, KeyConfig::new(key(2))).await {
+            Err(StoreError::KeyInUse { key_id, .. }) => assert_eq!(key_id, key(1).id()),
+            other => panic!("expected KeyInUse, got {other:?}"),
+        }
         let report = rotated.rekey(|_| {}).await.unwrap();
         assert_eq!(report.sessions_resealed, 1200);
         assert_eq!(report.records_resealed, 1);
@@ -776,6 +808,62 @@ mod tests {
         );
         // A second rekey has nothing to do.
         assert_eq!(new_only.rekey(|_| {}).await.unwrap().sessions_resealed, 0);
+    }
+
+    /// SECURITY.md requirement 7: 10 000 sessions, rotate, kill the
+    /// re-encryption midway, resume: nothing is left under the old key and
+    /// every session opens with the new key alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rekey_killed_midway_resumes_and_retires_the_old_key() {
+        const N: usize = 10_000;
+        let store = MemoryStore::new();
+        let old = vault(&store, KeyConfig::new(key(1))).await.unwrap();
+        for i in 0..N {
+            old.save_session(&session(&format!("j{i:05}"), "alice"))
+                .await
+                .unwrap();
+        }
+        let rotated = Arc::new(
+            vault(&store, KeyConfig::new(key(1)).rotate_to(key(2)))
+                .await
+                .unwrap(),
+        );
+        // The "kill": the task dies (panics) after its third page.
+        let doomed = Arc::clone(&rotated);
+        let killed = tokio::spawn(async move {
+            doomed
+                .rekey(|r| assert!(r.sessions_seen < 3 * PAGE as u64, "killed"))
+                .await
+        })
+        .await;
+        assert!(killed.is_err_and(|e| e.is_panic()), "the rekey was killed");
+        let usage = rotated.key_usage().await.unwrap();
+        let (moved, left) = (usage[&key(2).id()], usage[&key(1).id()]);
+        eprintln!("rekey killed midway: {moved} sessions moved, {left} left under the old key");
+        assert!(moved >= 3 * PAGE as u64 && left > 0, "{usage:?}");
+        assert!(matches!(
+            vault(&store, KeyConfig::new(key(2))).await,
+            Err(StoreError::KeyInUse { .. })
+        ));
+
+        let resumed = rotated.rekey(|_| {}).await.unwrap();
+        assert_eq!(
+            resumed.sessions_resealed, left,
+            "the resume did the rest only"
+        );
+        let usage = rotated.key_usage().await.unwrap();
+        assert_eq!(usage.keys().copied().collect::<Vec<_>>(), vec![key(2).id()]);
+        let new_only = vault(&store, KeyConfig::new(key(2))).await.unwrap();
+        for i in 0..N {
+            assert!(
+                new_only
+                    .get_session(&format!("j{i:05}"))
+                    .await
+                    .unwrap()
+                    .is_some(),
+                "j{i:05} lost"
+            );
+        }
     }
 
     #[tokio::test]

@@ -80,6 +80,7 @@ pub const ALL: &[Case] = &[
     case!(rule_15_peer_jwks_upsert_and_load_preserve_json, 15),
     case!(rule_16_errors_are_typed_and_name_the_operation, 16),
     case!(rule_17_invalid_input_is_refused, 17),
+    crate::hostile::CASE,
     case!(rule_19_no_plaintext_at_rest, 19),
     case!(rule_20_moved_or_edited_blob_is_tampered, 20),
     case!(rule_20_flipped_or_truncated_blob_is_tampered, 20),

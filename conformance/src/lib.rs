@@ -42,6 +42,7 @@ use broker_core::{BrokerStore, Namespace, StoreError};
 pub mod cases;
 #[cfg(feature = "containers")]
 mod containers;
+pub mod hostile;
 pub mod mutants;
 pub mod provision;
 
@@ -285,6 +286,7 @@ macro_rules! test_suite {
             rule_15_peer_jwks_upsert_and_load_preserve_json
             rule_16_errors_are_typed_and_name_the_operation
             rule_17_invalid_input_is_refused
+            rule_17_hostile_input_table_through_the_vault
             rule_19_no_plaintext_at_rest
             rule_20_moved_or_edited_blob_is_tampered
             rule_20_flipped_or_truncated_blob_is_tampered
