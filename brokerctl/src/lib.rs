@@ -9,6 +9,7 @@
 //! | `mongodb://host/database` | `store-mongo` |
 //! | `redis://…`, `rediss://…` | `store-redis`, one node |
 //! | `redis-cluster://host1:port1,host2:port2` | `store-redis`, Redis Cluster |
+//! | `mutant://<name>` | an in-memory store with one planted bug ([`conformance::mutants`]), to see `check` fail |
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -21,7 +22,11 @@
 
 use std::sync::Arc;
 
+pub mod bench;
+pub mod migrate;
+
 use broker_core::{BrokerStore, MemoryStore, Namespace, StoreError};
+use conformance::mutants::Mutant;
 
 /// The application name used for the default sled path.
 pub const APP_NAME: &str = "oidc-broker";
@@ -47,6 +52,7 @@ pub struct StoreOpener {
 #[derive(Clone)]
 enum Shared {
     Memory(MemoryStore),
+    Mutant(MemoryStore, Mutant),
     #[cfg(feature = "sled")]
     Sled(store_sled::SledStore),
     #[cfg(feature = "postgres")]
@@ -78,6 +84,7 @@ impl StoreOpener {
         let shared = self.shared.get_or_try_init(|| connect(&self.url)).await?;
         Ok(match shared.clone() {
             Shared::Memory(s) => Arc::new(s.with_namespace(namespace)),
+            Shared::Mutant(s, m) => m.wrap(s.with_namespace(namespace)),
             #[cfg(feature = "sled")]
             Shared::Sled(s) => Arc::new(s.with_namespace(namespace)),
             #[cfg(feature = "postgres")]
@@ -88,6 +95,30 @@ impl StoreOpener {
             Shared::Redis(s) => Arc::new(s.with_namespace(namespace)),
             #[cfg(feature = "redis")]
             Shared::RedisCluster(s) => Arc::new(s.with_namespace(namespace)),
+        })
+    }
+
+    /// The database handle shared by this opener's stores (connecting on
+    /// first use): the same pool, connection or sled database, for tools
+    /// that talk to the database directly next to the store, such as the
+    /// raw-driver ceiling of [`bench`].
+    pub async fn backend(&self) -> Result<bench::Backend, StoreError> {
+        let shared = self.shared.get_or_try_init(|| connect(&self.url)).await?;
+        Ok(match shared {
+            Shared::Memory(_) | Shared::Mutant(..) => bench::Backend::Memory,
+            #[cfg(feature = "sled")]
+            Shared::Sled(s) => bench::Backend::Sled {
+                db: s.db().clone(),
+                flush: s.durability() == store_sled::Durability::Flush,
+            },
+            #[cfg(feature = "postgres")]
+            Shared::Postgres(s) => bench::Backend::Postgres(s.pool().clone()),
+            #[cfg(feature = "mongo")]
+            Shared::Mongo(s) => bench::Backend::Mongo(s.database().clone()),
+            #[cfg(feature = "redis")]
+            Shared::Redis(s) => bench::Backend::Redis(s.connection().clone()),
+            #[cfg(feature = "redis")]
+            Shared::RedisCluster(s) => bench::Backend::RedisCluster(s.connection().clone()),
         })
     }
 }
@@ -105,6 +136,14 @@ async fn connect(url: &str) -> Result<Shared, StoreError> {
         })?;
     match scheme.as_str() {
         "memory" => Ok(Shared::Memory(MemoryStore::new())),
+        "mutant" => {
+            let name = &url["mutant://".len()..];
+            let mutant = Mutant::from_name(name).ok_or_else(|| {
+                let names: Vec<&str> = Mutant::ALL.iter().map(|m| m.name()).collect();
+                StoreError::invalid(op, format!("unknown mutant; one of: {}", names.join(", ")))
+            })?;
+            Ok(Shared::Mutant(MemoryStore::new(), mutant))
+        }
         #[cfg(feature = "sled")]
         "sled" => {
             let path = &url["sled://".len()..];
@@ -153,7 +192,7 @@ async fn connect(url: &str) -> Result<Shared, StoreError> {
 
 /// The URL schemes this build was compiled with.
 pub fn supported() -> String {
-    let mut schemes = vec!["memory://"];
+    let mut schemes = vec!["memory://", "mutant://<name>"];
     if cfg!(feature = "sled") {
         schemes.push("sled:///path");
     }
@@ -170,7 +209,7 @@ pub fn supported() -> String {
 }
 
 /// A conformance factory over a URL, for `brokerctl check`: every case gets
-/// a throwaway namespace, emptied afterwards through the trait.
+/// a throwaway namespace, dropped afterwards ([`BrokerStore::drop_namespace`]).
 pub struct UrlFactory {
     opener: StoreOpener,
 }
@@ -192,23 +231,5 @@ impl conformance::StoreFactory for UrlFactory {
 
     async fn open(&self, namespace: &Namespace) -> Result<Arc<dyn BrokerStore>, StoreError> {
         self.opener.open(namespace.clone()).await
-    }
-
-    async fn teardown(&self, namespace: &Namespace) -> Result<(), StoreError> {
-        let store = self.opener.open(namespace.clone()).await?;
-        loop {
-            let page = store.scan_sessions(None, 1000).await?;
-            for s in &page.sessions {
-                store.delete_session(&s.jti).await?;
-            }
-            if page.next.is_none() {
-                break;
-            }
-        }
-        store.purge_expired().await?;
-        for p in store.load_peers().await? {
-            store.delete_peer(&p.issuer).await?;
-        }
-        Ok(())
     }
 }

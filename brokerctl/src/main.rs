@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use broker_core::crypto::EncryptionKey;
-use broker_core::vault::{SIGNING_KEY_RECORD, key_usage};
+use broker_core::vault::key_usage;
 use broker_core::{
     BrokerStore, KeyConfig, KeySource, Namespace, Session, StoreError, TokenVault, unix_now,
 };
+use brokerctl::migrate::MigrateOptions;
 use brokerctl::{StoreOpener, UrlFactory, open_store};
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
@@ -66,6 +68,14 @@ enum Command {
         /// Destination namespace (default: the same).
         #[arg(long)]
         to_namespace: Option<String>,
+        /// Save the cursor here after every page and continue from it when
+        /// run again; removed when the migration completes.
+        #[arg(long)]
+        resume_file: Option<std::path::PathBuf>,
+        /// Copy at most this many sessions now, then stop (needs
+        /// --resume-file; run again to continue).
+        #[arg(long, requires = "resume_file")]
+        max_sessions: Option<u64>,
     },
     /// Re-encrypt everything under a new primary key (resumable).
     Rekey {
@@ -80,6 +90,9 @@ enum Command {
     Check,
     /// Show the library working on the embedded store, in a few seconds.
     Demo,
+    /// Measure save/get/take/delete against the raw driver on the same pool,
+    /// plus purge and scan at scale, in a throwaway namespace.
+    Bench(brokerctl::bench::BenchArgs),
 }
 
 /// A failure with the exit code and one line for the operator.
@@ -95,6 +108,7 @@ impl From<StoreError> for Fail {
             StoreError::WrongKey { .. } | StoreError::InvalidKey { .. } => {
                 (4, " — check --key-env / --passphrase-env")
             }
+            StoreError::KeyInUse { .. } => (4, " — run `brokerctl rekey` first"),
             StoreError::InvalidInput { .. } => (2, ""),
             _ => (1, ""),
         };
@@ -231,7 +245,19 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 .await?;
             cli.print(format!("revoked {n} sessions"), json!({"revoked": n}));
         }
-        Command::Migrate { to, to_namespace } => migrate(&cli, to, to_namespace.as_deref()).await?,
+        Command::Migrate {
+            to,
+            to_namespace,
+            resume_file,
+            max_sessions,
+        } => {
+            let options = MigrateOptions {
+                resume_file: resume_file.clone(),
+                max_sessions: *max_sessions,
+                route: String::new(),
+            };
+            migrate(&cli, to, to_namespace.as_deref(), options).await?;
+        }
         Command::Rekey {
             new_key_env,
             new_passphrase_env,
@@ -244,20 +270,11 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                     )
                 })?;
             let vault = TokenVault::open(cli.store().await?, cli.keys()?.rotate_to(new)).await?;
-            let json_out = cli.json;
-            let report = vault
-                .rekey(|r| {
-                    if !json_out {
-                        eprint!(
-                            "\rre-encrypting: {} seen, {} resealed",
-                            r.sessions_seen, r.sessions_resealed
-                        );
-                    }
-                })
-                .await?;
-            if !json_out {
-                eprintln!();
-            }
+            let total = vault.store().stats().await?.live_sessions;
+            let bar = progress_bar(&cli, total, "checked");
+            let report = vault.rekey(|r| bar.set_position(r.sessions_seen)).await;
+            bar.finish_and_clear();
+            let report = report?;
             cli.print(
                 format!(
                     "re-encrypted {} sessions and {} signing keys under key {}; {} changed meanwhile (run again)",
@@ -277,82 +294,78 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         }
         Command::Check => check(&cli).await?,
         Command::Demo => demo(&cli).await?,
+        Command::Bench(args) => {
+            let key = key_source(cli.key_env.as_deref(), cli.passphrase_env.as_deref())?;
+            let report = brokerctl::bench::run(&cli.store, args, key, !cli.json).await?;
+            cli.print(report.table(), report.json());
+        }
     }
     Ok(())
 }
 
-async fn migrate(cli: &Cli, to: &str, to_namespace: Option<&str>) -> Result<(), Fail> {
-    let keys = || cli.keys();
-    let source = TokenVault::open(cli.store().await?, keys()?).await?;
+async fn migrate(
+    cli: &Cli,
+    to: &str,
+    to_namespace: Option<&str>,
+    mut options: MigrateOptions,
+) -> Result<(), Fail> {
+    let source = TokenVault::open(cli.store().await?, cli.keys()?).await?;
     let dest_ns = match to_namespace {
         Some(ns) => Namespace::new(ns)?,
         None => cli.namespace()?,
     };
+    options.route = format!("{}\n{}\n{to}\n{dest_ns}", cli.store, cli.namespace);
     let dest_store = StoreOpener::new(to).open(dest_ns).await?;
-    let dest = TokenVault::open(dest_store, keys()?).await?;
-    let started = Instant::now();
-    let mut copied = 0u64;
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = source
-            .store()
-            .scan_sessions(cursor.as_deref(), 1000)
-            .await?;
-        for record in &page.sessions {
-            let session = source.open_session("migrate", record)?;
-            dest.save_session(&session).await?;
-            copied += 1;
-        }
-        if !cli.json {
-            eprint!("\rmigrating: {copied} sessions copied");
-        }
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
-    if !cli.json {
-        eprintln!();
-    }
-    if source
-        .store()
-        .get_record(SIGNING_KEY_RECORD)
-        .await?
-        .is_some()
-    {
-        let pem = source
-            .load_or_create_signing_key(|| SecretString::from(String::new()))
-            .await?;
-        let stored = dest.load_or_create_signing_key(|| pem.clone()).await?;
-        if stored.expose_secret() != pem.expose_secret() {
-            return Err(fail(
-                1,
-                "the destination already holds a different signing key; it was left as it was",
-            ));
-        }
-    }
-    let peers = source.load_peer_jwks().await?;
-    for p in &peers {
-        dest.store().save_peer(p).await?;
-    }
-    let dest_live = dest.store().stats().await?.live_sessions;
-    if dest_live < copied {
-        return Err(fail(
-            1,
-            format!(
-                "verification failed: copied {copied} sessions but the destination holds {dest_live}"
-            ),
-        ));
-    }
-    cli.print(
+    let dest = TokenVault::open(dest_store, cli.keys()?).await?;
+    let total = source.store().stats().await?.live_sessions;
+    let bar = progress_bar(cli, total, "copied");
+    let report =
+        brokerctl::migrate::migrate(&source, &dest, &options, |n| bar.set_position(n)).await;
+    bar.finish_and_clear();
+    let report = report?;
+    let text = if report.complete {
         format!(
-            "migrated {copied} sessions and {} peers in {:.1}s; destination holds {dest_live} live sessions",
-            peers.len(),
-            started.elapsed().as_secs_f64()
-        ),
-        json!({"sessions": copied, "peers": peers.len(), "destination_live_sessions": dest_live}),
+            "migrated {} sessions ({} in this run{}) and {} peers in {:.1}s; destination holds {} live sessions",
+            report.copied_total,
+            report.copied_this_run,
+            if report.resumed { ", resumed" } else { "" },
+            report.peers,
+            report.seconds,
+            report.destination_live
+        )
+    } else {
+        format!(
+            "copied {} sessions in this run ({} so far); stopped at --max-sessions; run again with the same --resume-file to continue",
+            report.copied_this_run, report.copied_total
+        )
+    };
+    cli.print(
+        text,
+        json!({
+            "complete": report.complete,
+            "resumed": report.resumed,
+            "sessions": report.copied_total,
+            "sessions_this_run": report.copied_this_run,
+            "peers": report.peers,
+            "signing_key": report.signing_key,
+            "destination_live_sessions": report.destination_live,
+        }),
     );
     Ok(())
+}
+
+/// A progress bar on stderr: drawn only on a terminal and never with --json.
+fn progress_bar(cli: &Cli, len: u64, what: &str) -> ProgressBar {
+    if cli.json {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(&format!(
+        "{{bar:40}} {{pos}}/{{len}} sessions {what} ({{per_sec}}, eta {{eta}})"
+    )) {
+        bar.set_style(style);
+    }
+    bar
 }
 
 async fn check(cli: &Cli) -> Result<(), Fail> {

@@ -224,3 +224,164 @@ fn unreachable_server_is_one_line_and_exit_3() {
         "unavailable",
     );
 }
+
+#[test]
+fn check_fails_on_a_broken_store_and_names_the_rule() {
+    let out = brokerctl()
+        .args([
+            "--store",
+            "mutant://take-is-get-then-delete",
+            "--json",
+            "check",
+        ])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let report = json_of(&out.stdout);
+    assert!(report["failed"].as_u64().unwrap() >= 1, "{report}");
+    let failed: Vec<&str> = report["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "FAILED")
+        .map(|c| c["case"].as_str().unwrap())
+        .collect();
+    assert!(
+        failed.contains(&"rule_09_take_is_atomic_under_64_takers"),
+        "{failed:?}"
+    );
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("conformance cases failed"), "{err}");
+}
+
+/// `check` on PostgreSQL drops every throwaway namespace it made.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_leaves_no_tables_behind() {
+    let Some(url) = conformance::provision::postgres_url().await else {
+        return;
+    };
+    let pool = store_postgres::PostgresStore::connect(&url)
+        .await
+        .unwrap()
+        .pool()
+        .clone();
+    let tables = || async {
+        let names: Vec<String> = store_postgres::sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_name LIKE 'cf%'",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        names
+    };
+    let before = tables().await;
+    let report = run_json(&["--store", &url, "--json", "check"]);
+    assert_eq!(report["failed"], 0, "{report}");
+    let after = tables().await;
+    let left: Vec<&String> = after.iter().filter(|t| !before.contains(t)).collect();
+    assert!(left.is_empty(), "check left tables behind: {left:?}");
+}
+
+/// A migration limited with --max-sessions stops, and re-runs with the same
+/// resume file continue where it stopped until everything is copied.
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_resumes_from_its_resume_file() {
+    const KEY: [u8; 32] = [8; 32];
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    seed(&src, KEY, 2500).await;
+    let src_url = format!("sled://{}", src.display());
+    let dest_url = format!("sled://{}", dir.path().join("dest").display());
+    let resume = dir.path().join("migrate.resume");
+    let resume_arg = resume.to_str().unwrap();
+    let migrate = |extra: &[&str]| {
+        let mut args = vec![
+            "--store",
+            &src_url,
+            "--json",
+            "--key-env",
+            "K",
+            "migrate",
+            "--to",
+            &dest_url,
+            "--resume-file",
+            resume_arg,
+        ];
+        args.extend_from_slice(extra);
+        json_of(
+            &brokerctl()
+                .args(&args)
+                .env("K", b64(&KEY))
+                .assert()
+                .success()
+                .get_output()
+                .stdout,
+        )
+    };
+    let first = migrate(&["--max-sessions", "1000"]);
+    assert_eq!(first["complete"], false, "{first}");
+    assert_eq!(first["sessions_this_run"], 1000, "{first}");
+    assert!(resume.exists(), "the resume file is kept between runs");
+    let second = migrate(&["--max-sessions", "1000"]);
+    assert_eq!(
+        (&second["resumed"], &second["sessions"]),
+        (&serde_json::json!(true), &serde_json::json!(2000)),
+        "{second}"
+    );
+    let last = migrate(&[]);
+    assert_eq!(last["complete"], true, "{last}");
+    assert_eq!(last["sessions_this_run"], 500, "{last}");
+    assert_eq!(last["sessions"], 2500, "{last}");
+    assert_eq!(last["destination_live_sessions"], 2500, "{last}");
+    assert!(!resume.exists(), "the resume file is removed at the end");
+
+    // Every session is readable at the destination with the same key.
+    let dest = brokerctl::open_store(&dest_url, Namespace::default())
+        .await
+        .unwrap();
+    let vault = TokenVault::open(
+        dest,
+        KeyConfig::new(EncryptionKey::from_bytes(&KEY).unwrap()),
+    )
+    .await
+    .unwrap();
+    for i in 0..2500 {
+        let s = vault
+            .get_session(&format!("j{i}"))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("j{i} missing at the destination"));
+        assert_eq!(s.refresh_token.expose_secret(), format!("rt-{i}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_refuses_a_resume_file_of_another_migration() {
+    const KEY: [u8; 32] = [9; 32];
+    let dir = tempfile::tempdir().unwrap();
+    seed(&dir.path().join("a"), KEY, 3).await;
+    let resume = dir.path().join("r.json");
+    std::fs::write(
+        &resume,
+        r#"{"route":"0000","cursor":null,"copied":1,"scanned":false}"#,
+    )
+    .unwrap();
+    one_line_error(
+        brokerctl()
+            .args([
+                "--store",
+                &format!("sled://{}", dir.path().join("a").display()),
+                "--key-env",
+                "K",
+                "migrate",
+                "--to",
+                "memory://",
+                "--resume-file",
+                resume.to_str().unwrap(),
+            ])
+            .env("K", b64(&KEY)),
+        2,
+        "resume file belongs to a migration between other stores",
+    );
+}

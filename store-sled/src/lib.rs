@@ -327,7 +327,8 @@ impl SledStore {
         if let Some(t) = &*slot {
             return Ok(Arc::clone(t));
         }
-        let opened = Arc::new(Trees::open(&self.db, &self.namespace).map_err(|e| sled_error(op, e))?);
+        let opened =
+            Arc::new(Trees::open(&self.db, &self.namespace).map_err(|e| sled_error(op, e))?);
         *slot = Some(Arc::clone(&opened));
         Ok(opened)
     }
