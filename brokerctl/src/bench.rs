@@ -139,7 +139,7 @@ pub enum Backend {
     Redis(store_redis::redis::aio::ConnectionManager),
     /// A Redis Cluster connection.
     #[cfg(feature = "redis")]
-    RedisCluster(store_redis::redis::cluster_async::ClusterConnection),
+    RedisCluster(store_redis::ReconnectingCluster),
 }
 
 impl fmt::Debug for Backend {
@@ -1033,7 +1033,7 @@ enum Raw {
     },
     #[cfg(feature = "redis")]
     RedisCluster {
-        conn: store_redis::redis::cluster_async::ClusterConnection,
+        conn: store_redis::ReconnectingCluster,
         prefix: String,
     },
 }

@@ -62,7 +62,7 @@ enum Shared {
     #[cfg(feature = "redis")]
     Redis(store_redis::RedisStore),
     #[cfg(feature = "redis")]
-    RedisCluster(store_redis::RedisStore<store_redis::redis::cluster_async::ClusterConnection>),
+    RedisCluster(store_redis::RedisStore<store_redis::ReconnectingCluster>),
 }
 
 impl StoreOpener {

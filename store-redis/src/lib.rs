@@ -2,7 +2,10 @@
 #![warn(missing_docs)]
 
 mod keys;
+mod reconnect;
 mod scripts;
+
+pub use reconnect::{REBUILD_INTERVAL, ReconnectingCluster};
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -15,7 +18,6 @@ use broker_core::{
 };
 use futures::{StreamExt, TryStreamExt, stream};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_async::ClusterConnection;
 use redis::{ErrorKind, FromRedisValue, RedisError, ServerErrorKind};
 
 pub use redis;
@@ -40,7 +42,8 @@ const FAN_OUT: usize = 32;
 /// A [`BrokerStore`] on Redis or Redis Cluster, generic over the redis
 /// crate's async connections (`C` = [`ConnectionManager`],
 /// [`MultiplexedConnection`](redis::aio::MultiplexedConnection),
-/// [`ClusterConnection`], …).
+/// [`ClusterConnection`](redis::cluster_async::ClusterConnection),
+/// [`ReconnectingCluster`], …).
 ///
 /// Cloning the store clones the connection handle (cheap, shared). The
 /// store never closes a connection it was given.
@@ -101,10 +104,12 @@ impl RedisStore<ConnectionManager> {
     }
 }
 
-impl RedisStore<ClusterConnection> {
+impl RedisStore<ReconnectingCluster> {
     /// Connect to a Redis Cluster through some of its nodes' URLs (the
     /// client discovers the rest), with [`CONNECT_TIMEOUT`] and
-    /// [`RESPONSE_TIMEOUT`] and few retries, so an outage fails in seconds.
+    /// [`RESPONSE_TIMEOUT`] and few retries, so an outage fails in seconds;
+    /// the connection rebuilds itself after the whole cluster was lost
+    /// ([`ReconnectingCluster`]).
     ///
     /// ```no_run
     /// # async fn demo() -> broker_core::Result<()> {
@@ -130,8 +135,7 @@ impl RedisStore<ClusterConnection> {
             .max_retry_wait(500)
             .build()
             .map_err(|_| StoreError::invalid("connect", "not a valid list of Redis URLs"))?;
-        let conn = client
-            .get_async_connection()
+        let conn = ReconnectingCluster::connect(client)
             .await
             .map_err(|e| map_err("connect", e))?;
         Ok(Self::new(conn))
