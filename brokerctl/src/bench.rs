@@ -845,117 +845,78 @@ impl Ctx {
                     .await?,
             );
         }
-        let records: Arc<Vec<SessionRecord>> = Arc::new(records);
         // Gets read random stored sessions (the preloaded ones, else the fresh ones).
-        let get_keys: Arc<Vec<String>> = Arc::new(
-            (0..a.ops)
-                .map(|i| {
-                    if a.sessions > 0 {
-                        jti(
-                            PRELOAD_SPACE,
-                            (mix((space << 32) ^ i as u64) % a.sessions as u64) as usize,
-                        )
-                    } else {
-                        records[i].jti.clone()
-                    }
-                })
-                .collect(),
-        );
-        // Takes and deletes in another order than the saves.
-        let order: Arc<Vec<usize>> = Arc::new(shuffled(a.ops, space));
+        let get_keys = (0..a.ops)
+            .map(|i| {
+                if a.sessions > 0 {
+                    jti(
+                        PRELOAD_SPACE,
+                        (mix((space << 32) ^ i as u64) % a.sessions as u64) as usize,
+                    )
+                } else {
+                    records[i].jti.clone()
+                }
+            })
+            .collect();
+        let w = Arc::new(Workload {
+            records,
+            get_keys,
+            // Takes and deletes in another order than the saves.
+            order: shuffled(a.ops, space),
+        });
         let raw_first = round % 2 == 1;
         let mut out = Vec::new();
         for op in [Op::Save, Op::Get, Op::Take, Op::Delete] {
             if op == Op::Delete {
                 // Put the taken sessions back (untimed) so delete finds them.
-                self.ours(Op::Save, c, &records, &get_keys, &order).await?;
-                self.raw_side(Op::Save, c, &records, &get_keys, &order)
-                    .await?;
+                self.ours(Op::Save, c, &w).await?;
+                self.raw_side(Op::Save, c, &w).await?;
             }
             let (ours, raw) = if raw_first {
-                let raw = self.raw_side(op, c, &records, &get_keys, &order).await?;
-                (self.ours(op, c, &records, &get_keys, &order).await?, raw)
+                let raw = self.raw_side(op, c, &w).await?;
+                (self.ours(op, c, &w).await?, raw)
             } else {
-                let ours = self.ours(op, c, &records, &get_keys, &order).await?;
-                (
-                    ours,
-                    self.raw_side(op, c, &records, &get_keys, &order).await?,
-                )
+                let ours = self.ours(op, c, &w).await?;
+                (ours, self.raw_side(op, c, &w).await?)
             };
             out.push((ours, raw));
         }
         Ok(out)
     }
 
-    async fn ours(
-        &self,
-        op: Op,
-        c: usize,
-        records: &Arc<Vec<SessionRecord>>,
-        get_keys: &Arc<Vec<String>>,
-        order: &Arc<Vec<usize>>,
-    ) -> Result<Samples, StoreError> {
-        let (store, records, get_keys, order) = (
-            self.store.clone(),
-            records.clone(),
-            get_keys.clone(),
-            order.clone(),
-        );
-        drive(c, records.len(), move |i| {
-            let (store, records, get_keys, order) = (
-                store.clone(),
-                records.clone(),
-                get_keys.clone(),
-                order.clone(),
-            );
+    async fn ours(&self, op: Op, c: usize, w: &Arc<Workload>) -> Result<Samples, StoreError> {
+        let (store, w) = (self.store.clone(), Arc::clone(w));
+        drive(c, w.records.len(), move |i| {
+            let (store, w) = (store.clone(), Arc::clone(&w));
             async move {
                 Ok(match op {
                     Op::Save => {
-                        store.save_session(&records[i]).await?;
+                        store.save_session(&w.records[i]).await?;
                         true
                     }
-                    Op::Get => black_box(store.get_session(&get_keys[i]).await?).is_some(),
-                    Op::Take => {
-                        black_box(store.take_session(&records[order[i]].jti).await?).is_some()
-                    }
-                    Op::Delete => store.delete_session(&records[order[i]].jti).await?,
+                    Op::Get => black_box(store.get_session(&w.get_keys[i]).await?).is_some(),
+                    Op::Take => black_box(store.take_session(w.taken(i)).await?).is_some(),
+                    Op::Delete => store.delete_session(w.taken(i)).await?,
                 })
             }
         })
         .await
     }
 
-    async fn raw_side(
-        &self,
-        op: Op,
-        c: usize,
-        records: &Arc<Vec<SessionRecord>>,
-        get_keys: &Arc<Vec<String>>,
-        order: &Arc<Vec<usize>>,
-    ) -> Result<Samples, StoreError> {
-        let (raw, records, get_keys, order) = (
-            self.raw.clone(),
-            records.clone(),
-            get_keys.clone(),
-            order.clone(),
-        );
-        drive(c, records.len(), move |i| {
-            let (raw, records, get_keys, order) = (
-                raw.clone(),
-                records.clone(),
-                get_keys.clone(),
-                order.clone(),
-            );
+    async fn raw_side(&self, op: Op, c: usize, w: &Arc<Workload>) -> Result<Samples, StoreError> {
+        let (raw, w) = (self.raw.clone(), Arc::clone(w));
+        drive(c, w.records.len(), move |i| {
+            let (raw, w) = (raw.clone(), Arc::clone(&w));
             async move {
                 match op {
                     Op::Save => {
-                        let r = &records[i];
+                        let r = &w.records[i];
                         raw.save(&r.jti, &r.sealed, r.expires_at).await?;
                         Ok(true)
                     }
-                    Op::Get => raw.get(&get_keys[i]).await,
-                    Op::Take => raw.take(&records[order[i]].jti).await,
-                    Op::Delete => raw.delete(&records[order[i]].jti).await,
+                    Op::Get => raw.get(&w.get_keys[i]).await,
+                    Op::Take => raw.take(w.taken(i)).await,
+                    Op::Delete => raw.delete(w.taken(i)).await,
                 }
             }
         })
@@ -991,6 +952,21 @@ impl Ctx {
 }
 
 /// A permutation of `0..n` (Fisher–Yates with [`mix`]).
+/// One cell's operations: the sealed sessions saved, the jtis read, and the
+/// order in which takes and deletes remove the saved ones.
+struct Workload {
+    records: Vec<SessionRecord>,
+    get_keys: Vec<String>,
+    order: Vec<usize>,
+}
+
+impl Workload {
+    /// The jti the `i`-th take or delete removes.
+    fn taken(&self, i: usize) -> &str {
+        &self.records[self.order[i]].jti
+    }
+}
+
 fn shuffled(n: usize, seed: u64) -> Vec<usize> {
     let mut v: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
