@@ -15,6 +15,7 @@
 //!
 //! Its own test binary: the soak binary restarts the servers.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeSet;

@@ -26,6 +26,7 @@
 //! subset. Its own test binary: restarting servers disturbs any other test
 //! using them, and cargo runs test binaries one after another.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;

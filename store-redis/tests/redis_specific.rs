@@ -134,7 +134,9 @@ async fn native_expiry_and_bounded_subject_index() {
         let now = unix_now();
         for i in 0..20 {
             store
-                .save_session(&session(&format!("short-{i}"), "alice", now + 1))
+                // At least 3 s ahead: the TTL checks below must see the keys
+                // before they expire, even on a loaded machine.
+                .save_session(&session(&format!("short-{i}"), "alice", now + 4))
                 .await
                 .expect("save");
         }
@@ -142,7 +144,7 @@ async fn native_expiry_and_bounded_subject_index() {
             .revoke_subject(&Revocation {
                 sub: "bob".into(),
                 revoked_at: now,
-                keep_until: now + 2,
+                keep_until: now + 4,
             })
             .await
             .expect("revoke");
@@ -167,7 +169,7 @@ async fn native_expiry_and_bounded_subject_index() {
             let kind = text[ns.as_str().len() + 1..].chars().next().unwrap();
             if matches!(kind, 's' | 'r' | 'u') {
                 let ttl = ttl_of(node, key).await;
-                assert!(ttl > 0 && ttl <= 3000, "{text} has TTL {ttl}");
+                assert!(ttl > 0 && ttl <= 5000, "{text} has TTL {ttl}");
                 with_ttl += 1;
             }
         }
@@ -177,7 +179,7 @@ async fn native_expiry_and_bounded_subject_index() {
             "20 sessions, bob's marker, alice's index"
         );
 
-        tokio::time::sleep(Duration::from_millis(2600)).await;
+        tokio::time::sleep(Duration::from_millis(5100)).await;
         // Natively gone: only the bucket indexes remain, and purge counts them.
         store
             .save_session(&session("fresh", "alice", unix_now() + 600))

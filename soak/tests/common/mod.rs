@@ -3,6 +3,14 @@
 
 #![allow(dead_code)] // each test binary uses a subset
 
+/// `eprintln!` past the test harness's output capture, so the figures of
+/// passing runs (processes, operations, restarts) show in CI logs too.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {
+        conformance::loud(&format!($($arg)*))
+    };
+}
+
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
