@@ -14,9 +14,9 @@
 //! use brokerctl::migrate::{MigrateOptions, migrate};
 //! use std::sync::Arc;
 //!
-//! let key = EncryptionKey::generate();
-//! let source = TokenVault::open(Arc::new(MemoryStore::new()), KeyConfig::new(key.clone())).await?;
-//! let dest = TokenVault::open(Arc::new(MemoryStore::new()), KeyConfig::new(key)).await?;
+//! let keys = || KeyConfig::new(EncryptionKey::from_bytes(&[7; 32]).unwrap());
+//! let source = TokenVault::open(Arc::new(MemoryStore::new()), keys()).await?;
+//! let dest = TokenVault::open(Arc::new(MemoryStore::new()), keys()).await?;
 //! let report = migrate(&source, &dest, &MigrateOptions::default(), |_| {}).await.unwrap();
 //! assert!(report.complete);
 //! # Ok::<(), broker_core::StoreError>(()) });
