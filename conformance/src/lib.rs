@@ -44,6 +44,7 @@ pub mod cases;
 mod containers;
 pub mod hostile;
 pub mod mutants;
+pub mod process;
 pub mod provision;
 
 /// Opens stores of the backend under test, one namespace at a time.

@@ -11,9 +11,8 @@ macro_rules! eprintln {
     };
 }
 
-use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use broker_soak::workload::{KEY_ENV, URL_ENV};
@@ -90,31 +89,7 @@ pub fn worker(url: &str, key_b64: &str) -> Command {
     cmd
 }
 
-/// A child that is killed (SIGKILL) and reaped when dropped, so a failing
-/// test never leaves a process behind.
-pub struct Guard(pub Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The lines a child writes, read on a thread, so the test can wait with a
-/// deadline. The channel closes at the child's end of output.
-pub fn lines(out: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
+pub use conformance::process::{Guard, lines};
 
 /// The next line from `rx` parsed as JSON, `None` at the end of output or
 /// at the deadline.

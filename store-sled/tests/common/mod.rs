@@ -2,9 +2,8 @@
 
 #![allow(dead_code)] // each test binary uses a subset
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::process::Command;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 /// This test binary, set to run only the (ignored) test `test`.
@@ -20,31 +19,7 @@ pub fn child_test(test: &str) -> Command {
     cmd
 }
 
-/// A child that is killed (SIGKILL) and reaped if the test fails early, so
-/// a failing test never leaves a process behind or hangs on it.
-pub struct Guard(pub Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The lines a child writes, read on a thread, so the test can wait with a
-/// deadline. The channel closes at the child's end of output.
-pub fn lines(out: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
+pub use conformance::process::{Guard, lines};
 
 /// The next line holding `marker` (children print markers on their own
 /// line, but libtest may put its "test name ... " in front), with what
