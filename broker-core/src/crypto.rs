@@ -6,11 +6,12 @@
 //! a bound field, makes it fail to open with [`StoreError::Tampered`].
 //!
 //! ```
+//! use broker_core::secrecy::ExposeSecret;
 //! use broker_core::crypto::{Binding, EncryptionKey, Keyring};
 //! let ring = Keyring::new(EncryptionKey::generate(), []).unwrap();
 //! let place = Binding::SigningKey { namespace: "app", name: "signing_key" };
 //! let sealed = ring.seal(&place, b"-----BEGIN PRIVATE KEY-----...").unwrap();
-//! assert_eq!(&ring.open(&place, &sealed).unwrap()[..], b"-----BEGIN PRIVATE KEY-----...");
+//! assert_eq!(ring.open(&place, &sealed).unwrap().expose_secret(), b"-----BEGIN PRIVATE KEY-----...");
 //! let elsewhere = Binding::SigningKey { namespace: "other", name: "signing_key" };
 //! assert!(ring.open(&elsewhere, &sealed).is_err());
 //! ```
@@ -23,8 +24,8 @@ use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Key, Nonce, Tag};
 use base64::Engine as _;
 use rand::Rng as _;
-use secrecy::{ExposeSecret, SecretBox, SecretString};
-use zeroize::Zeroizing;
+use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox, SecretSlice, SecretString};
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Corruption, Result, StoreError};
 use crate::record::UnixTime;
@@ -119,7 +120,7 @@ impl EncryptionKey {
         hk.expand(KEY_ID_INFO, &mut id)
             .expect("4 bytes is a valid HKDF-SHA256 output length");
         let bytes = SecretBox::new(Box::new(array));
-        zeroize::Zeroize::zeroize(&mut array);
+        array.zeroize();
         Self {
             bytes,
             id: KeyId(u32::from_be_bytes(id)),
@@ -285,42 +286,59 @@ impl Keyring {
     /// Seal `plaintext` for `binding` under the primary key with a fresh
     /// random nonce.
     pub fn seal(&self, binding: &Binding<'_>, plaintext: &[u8]) -> Result<Vec<u8>> {
+        self.seal_parts(binding, &[plaintext])
+    }
+
+    /// Seal the concatenation of `parts`, exactly as [`Keyring::seal`] seals
+    /// them joined, writing each part straight into the envelope (encrypted
+    /// in place): no joined plaintext copy is made.
+    pub fn seal_parts(&self, binding: &Binding<'_>, parts: &[&[u8]]) -> Result<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
-        self.seal_with_nonce(binding, plaintext, nonce)
+        self.seal_with_nonce(binding, parts, nonce)
     }
 
     /// Seal with a given nonce: only for the crate's own golden-vector test.
     fn seal_with_nonce(
         &self,
         binding: &Binding<'_>,
-        plaintext: &[u8],
+        parts: &[&[u8]],
         nonce: [u8; NONCE_LEN],
     ) -> Result<Vec<u8>> {
         let header = header(self.primary.id);
         let ad = binding.associated_data(&header);
-        let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        // Exact capacity: the buffer holding plaintext never reallocates.
+        let mut out = Vec::with_capacity(OVERHEAD + len);
         out.extend_from_slice(&header);
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(plaintext);
-        let tag = self
-            .primary
-            .cipher
-            .encrypt_inout_detached(
-                &Nonce::from(nonce),
-                &ad,
-                out[HEADER_LEN + NONCE_LEN..].as_mut().into(),
-            )
-            .map_err(|_| StoreError::invalid("seal", "plaintext too long for AES-GCM"))?;
-        out.extend_from_slice(&tag);
-        Ok(out)
+        for part in parts {
+            out.extend_from_slice(part);
+        }
+        match self.primary.cipher.encrypt_inout_detached(
+            &Nonce::from(nonce),
+            &ad,
+            out[HEADER_LEN + NONCE_LEN..].as_mut().into(),
+        ) {
+            Ok(tag) => {
+                out.extend_from_slice(&tag);
+                Ok(out)
+            }
+            Err(_) => {
+                out.as_mut_slice().zeroize();
+                Err(StoreError::invalid(
+                    "seal",
+                    "plaintext too long for AES-GCM",
+                ))
+            }
+        }
     }
 
     /// Open a blob sealed for `binding`. Any change to the blob or the
     /// binding gives [`StoreError::Tampered`]; a key id not in the ring gives
     /// [`StoreError::UnknownKey`]; a blob that is no envelope at all gives
     /// [`StoreError::Corrupt`]. The plaintext is zeroized when dropped.
-    pub fn open(&self, binding: &Binding<'_>, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    pub fn open(&self, binding: &Binding<'_>, sealed: &[u8]) -> Result<SecretSlice<u8>> {
         let id = sealed_key_id(sealed)?;
         let slot = self.keys.get(&id).ok_or(StoreError::UnknownKey {
             op: "open",
@@ -335,12 +353,14 @@ impl Keyring {
             .try_into()
             .expect("checked length");
         let ad = binding.associated_data(&header);
-        let mut plain = Zeroizing::new(body.to_vec());
+        // Decrypted in place inside a secret box (exact length, so it never
+        // reallocates), which zeroizes it on drop.
+        let mut plain = SecretSlice::from(body.to_vec());
         slot.cipher
             .decrypt_inout_detached(
                 &Nonce::from(nonce),
                 &ad,
-                plain.as_mut_slice().into(),
+                plain.expose_secret_mut().into(),
                 &Tag::from(tag),
             )
             .map_err(|_| {
@@ -419,7 +439,9 @@ mod tests {
     #[test]
     fn golden_vector() {
         let ring = Keyring::new(key(7), []).unwrap();
-        let sealed = ring.seal_with_nonce(&PLACE, b"refresh", [9; 12]).unwrap();
+        let sealed = ring
+            .seal_with_nonce(&PLACE, &[b"refresh"], [9; 12])
+            .unwrap();
         assert_eq!(sealed.len(), 7 + OVERHEAD);
         assert_eq!(sealed[0], 0x01);
         assert_eq!(&sealed[1..5], &ring.primary_id().0.to_be_bytes());
@@ -427,7 +449,10 @@ mod tests {
         // Fixed output for fixed key, nonce, binding and plaintext.
         let hex: String = sealed.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, GOLDEN_HEX, "the sealed format changed");
-        assert_eq!(&ring.open(&PLACE, &sealed).unwrap()[..], b"refresh");
+        assert_eq!(
+            ring.open(&PLACE, &sealed).unwrap().expose_secret(),
+            b"refresh"
+        );
     }
 
     // Computed independently from the spec with Python's `cryptography` (AESGCM, HKDF by hand).
@@ -542,7 +567,10 @@ mod tests {
             matches!(other.open(&PLACE, &sealed), Err(StoreError::UnknownKey { key_id, .. }) if key_id == old.primary_id())
         );
         let rotated = Keyring::new(key(2), [key(1)]).unwrap();
-        assert_eq!(&rotated.open(&PLACE, &sealed).unwrap()[..], b"rt");
+        assert_eq!(
+            rotated.open(&PLACE, &sealed).unwrap().expose_secret(),
+            b"rt"
+        );
         let resealed = rotated.seal(&PLACE, b"rt").unwrap();
         assert_eq!(sealed_key_id(&resealed).unwrap(), rotated.primary_id());
         assert!(

@@ -371,7 +371,7 @@ pub(crate) async fn open_keyring(store: &dyn BrokerStore, config: KeyConfig) -> 
             }
         };
         match ring.open(&binding, &stored) {
-            Ok(plain) if plain.as_slice() == KEY_CHECK_PLAINTEXT => {}
+            Ok(plain) if plain.expose_secret() == KEY_CHECK_PLAINTEXT => {}
             _ => {
                 return Err(StoreError::WrongKey {
                     op: "open_keyring",

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::{Zeroize, Zeroizing};
@@ -31,25 +31,73 @@ const NONCE_BATCH: u64 = 1 << 16;
 const PAGE: usize = 500;
 
 /// A user's claims from the identity provider. PII: `Debug` is redacted and
-/// string values are zeroized on drop.
-#[derive(Clone, Default, PartialEq)]
-pub struct UserInfo(serde_json::Value);
+/// every copy is zeroized on drop.
+///
+/// Claims opened from a store stay as the JSON text that was sealed and are
+/// parsed on the first [`UserInfo::expose`]; sealing them again reuses that
+/// text, so a refresh (take, then save) never parses or re-serialises them.
+///
+/// ```
+/// use broker_core::UserInfo;
+/// let info = UserInfo::new(broker_core::serde_json::json!({"email": "jane@example.org"}));
+/// assert_eq!(info.expose()["email"], "jane@example.org");
+/// assert_eq!(format!("{info:?}"), "UserInfo([REDACTED])");
+/// ```
+#[derive(Clone, Default)]
+pub struct UserInfo {
+    /// The JSON text as sealed, for claims opened from a store.
+    sealed_json: Option<SecretString>,
+    /// The parsed claims: given at construction, or parsed on first use.
+    value: OnceLock<serde_json::Value>,
+}
 
 impl UserInfo {
     /// Wrap claims.
     pub fn new(value: serde_json::Value) -> Self {
-        Self(value)
+        Self {
+            sealed_json: None,
+            value: OnceLock::from(value),
+        }
+    }
+
+    /// Claims from JSON text that [`validated_json`] accepted.
+    fn from_sealed_json(json: &str) -> Self {
+        Self {
+            sealed_json: Some(SecretString::from(json)),
+            value: OnceLock::new(),
+        }
     }
 
     /// The claims.
     pub fn expose(&self) -> &serde_json::Value {
-        &self.0
+        self.value.get_or_init(|| {
+            // The text passed `validated_json`, which checks it with the same
+            // parser rules a `Value` needs, so this parse cannot fail; `Null`
+            // only keeps a broken invariant from panicking.
+            self.sealed_json
+                .as_ref()
+                .and_then(|json| serde_json::from_str(json.expose_secret()).ok())
+                .unwrap_or_default()
+        })
+    }
+
+    /// The JSON text these claims were opened from, if they were.
+    fn sealed_json(&self) -> Option<&[u8]> {
+        self.sealed_json
+            .as_ref()
+            .map(|json| json.expose_secret().as_bytes())
+    }
+}
+
+impl PartialEq for UserInfo {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
     }
 }
 
 impl From<serde_json::Value> for UserInfo {
     fn from(value: serde_json::Value) -> Self {
-        Self(value)
+        Self::new(value)
     }
 }
 
@@ -69,8 +117,67 @@ impl Drop for UserInfo {
                 _ => {}
             }
         }
-        wipe(&mut self.0);
+        // `sealed_json` zeroizes itself (a secret box).
+        if let Some(value) = self.value.get_mut() {
+            wipe(value);
+        }
     }
+}
+
+/// `json` if it is one JSON value that parses into a `serde_json::Value`:
+/// checked with the parser's own rules (nesting limit, string escapes,
+/// numbers) without building the value.
+fn validated_json(json: &[u8]) -> Option<&str> {
+    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+    /// Accepts any JSON value, reading every string and number as a
+    /// `Value` would (`serde::de::IgnoredAny` skips escapes unchecked).
+    struct AnyValue;
+
+    impl<'de> Deserialize<'de> for AnyValue {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            d.deserialize_any(AnyValue)
+        }
+    }
+
+    impl<'de> Visitor<'de> for AnyValue {
+        type Value = AnyValue;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> std::result::Result<Self, E> {
+            Ok(AnyValue)
+        }
+        fn visit_i64<E>(self, _: i64) -> std::result::Result<Self, E> {
+            Ok(AnyValue)
+        }
+        fn visit_u64<E>(self, _: u64) -> std::result::Result<Self, E> {
+            Ok(AnyValue)
+        }
+        fn visit_f64<E>(self, _: f64) -> std::result::Result<Self, E> {
+            Ok(AnyValue)
+        }
+        fn visit_str<E>(self, _: &str) -> std::result::Result<Self, E> {
+            Ok(AnyValue)
+        }
+        fn visit_unit<E>(self) -> std::result::Result<Self, E> {
+            Ok(AnyValue)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Self, A::Error> {
+            while seq.next_element::<AnyValue>()?.is_some() {}
+            Ok(AnyValue)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self, A::Error> {
+            // Keys are strings (read in full); with `arbitrary_precision` a
+            // number arrives as a one-entry map, handled the same way.
+            while map.next_entry::<AnyValue, AnyValue>()?.is_some() {}
+            Ok(AnyValue)
+        }
+    }
+
+    let text = std::str::from_utf8(json).ok()?;
+    serde_json::from_str::<AnyValue>(text).ok().map(|_| text)
 }
 
 /// A session in plaintext, as the application sees it. `Debug` shows no
@@ -251,11 +358,13 @@ impl TokenVault {
         &self.keyring
     }
 
-    async fn seal(&self, binding: &Binding<'_>, plaintext: &[u8]) -> Result<Vec<u8>> {
+    /// Seal the concatenation of `parts` under the primary key, counting
+    /// the nonce against its budget.
+    async fn seal(&self, binding: &Binding<'_>, parts: &[&[u8]]) -> Result<Vec<u8>> {
         self.budget
             .take(self.store.as_ref(), self.keyring.primary_id())
             .await?;
-        self.keyring.seal(binding, plaintext)
+        self.keyring.seal_parts(binding, parts)
     }
 
     fn session_binding<'a>(
@@ -291,10 +400,18 @@ impl TokenVault {
                 ),
             ));
         }
-        let info = Zeroizing::new(
-            serde_json::to_vec(session.user_info.expose())
-                .map_err(|_| StoreError::invalid(op, "user_info cannot be serialized"))?,
-        );
+        let mut serialized;
+        let info = match session.user_info.sealed_json() {
+            Some(json) => json,
+            None => {
+                // Room for typical claims up front: fewer reallocations, so
+                // fewer unwiped partial copies left in freed memory.
+                serialized = Zeroizing::new(Vec::with_capacity(1024));
+                serde_json::to_writer(&mut *serialized, session.user_info.expose())
+                    .map_err(|_| StoreError::invalid(op, "user_info cannot be serialized"))?;
+                serialized.as_slice()
+            }
+        };
         if info.len() > validate::MAX_USER_INFO_BYTES {
             return Err(StoreError::invalid(
                 op,
@@ -304,18 +421,15 @@ impl TokenVault {
                 ),
             ));
         }
-        let mut plain = Zeroizing::new(Vec::with_capacity(4 + token.len() + info.len()));
-        plain.extend_from_slice(&(token.len() as u32).to_be_bytes());
-        plain.extend_from_slice(token);
-        plain.extend_from_slice(&info);
         let binding = self.session_binding(
             &session.jti,
             &session.sub,
             session.expires_at,
             session.auth_time,
         );
+        let token_len = (token.len() as u32).to_be_bytes();
         let sealed = self
-            .seal(&binding, &plain)
+            .seal(&binding, &[&token_len, token, info])
             .await
             .map_err(|e| e.with_op(op))?;
         Ok(SessionRecord {
@@ -339,6 +453,7 @@ impl TokenVault {
             .keyring
             .open(&binding, &record.sealed)
             .map_err(|e| e.with_op(op))?;
+        let plain = plain.expose_secret();
         let malformed = || StoreError::corrupt(op, Corruption::Malformed("session plaintext"));
         let len_bytes: [u8; 4] = plain
             .get(..4)
@@ -348,13 +463,12 @@ impl TokenVault {
         let len = u32::from_be_bytes(len_bytes) as usize;
         let token = plain.get(4..4 + len).ok_or_else(malformed)?;
         let token = std::str::from_utf8(token).map_err(|_| malformed())?;
-        let info: serde_json::Value =
-            serde_json::from_slice(&plain[4 + len..]).map_err(|_| malformed())?;
+        let info = validated_json(&plain[4 + len..]).ok_or_else(malformed)?;
         Ok(Session {
             jti: record.jti.clone(),
             sub: record.sub.clone(),
-            refresh_token: SecretString::from(token.to_owned()),
-            user_info: UserInfo(info),
+            refresh_token: SecretString::from(token),
+            user_info: UserInfo::from_sealed_json(info),
             expires_at: record.expires_at,
             auth_time: record.auth_time,
         })
@@ -427,7 +541,7 @@ impl TokenVault {
             None => {
                 let pem = generate();
                 let sealed = self
-                    .seal(&binding, pem.expose_secret().as_bytes())
+                    .seal(&binding, &[pem.expose_secret().as_bytes()])
                     .await
                     .map_err(|e| e.with_op(op))?;
                 self.store
@@ -481,7 +595,10 @@ impl TokenVault {
         pem: &SecretString,
     ) -> Result<bool> {
         let sealed = self
-            .seal(&self.signing_key_binding(), pem.expose_secret().as_bytes())
+            .seal(
+                &self.signing_key_binding(),
+                &[pem.expose_secret().as_bytes()],
+            )
             .await
             .map_err(|e| e.with_op(op))?;
         self.store
@@ -506,7 +623,7 @@ impl TokenVault {
             .keyring
             .open(binding, sealed)
             .map_err(|e| e.with_op(op))?;
-        let pem = std::str::from_utf8(&plain)
+        let pem = std::str::from_utf8(plain.expose_secret())
             .map_err(|_| StoreError::corrupt(op, Corruption::Malformed("signing key text")))?;
         Ok(SecretString::from(pem.to_owned()))
     }
@@ -653,6 +770,68 @@ mod tests {
 
     async fn vault(store: &MemoryStore, keys: KeyConfig) -> Result<TokenVault> {
         TokenVault::open(Arc::new(store.clone()), keys).await
+    }
+
+    /// The cheap check of opened user_info agrees with a full parse on the
+    /// inputs where a mere syntax check would not (lone surrogates, nesting
+    /// depth, trailing text, bad UTF-8).
+    #[test]
+    fn validated_json_agrees_with_a_full_parse() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n)).into_bytes();
+        let rows: Vec<(Vec<u8>, bool)> = vec![
+            (br#"{"a":"\ud83d\ude00"}"#.to_vec(), true),
+            (br#"{"a":"\ud800"}"#.to_vec(), false),
+            (br#"["\udc00x"]"#.to_vec(), false),
+            (br#"{"\ud800":1}"#.to_vec(), false),
+            (br#"{"a":1.50e999999,"b":-0}"#.to_vec(), true),
+            (b"{} x".to_vec(), false),
+            (b" null ".to_vec(), true),
+            (b"".to_vec(), false),
+            (b"NaN".to_vec(), false),
+            (b"[\"\x01\"]".to_vec(), false),
+            (b"[\"\xff\"]".to_vec(), false),
+            (b"{\"a\":\"\\q\"}".to_vec(), false),
+            (deep(127), true),
+            (deep(129), false),
+        ];
+        for (json, valid) in rows {
+            let full = serde_json::from_slice::<serde_json::Value>(&json).is_ok();
+            assert_eq!(full, valid, "{}", String::from_utf8_lossy(&json));
+            assert_eq!(
+                validated_json(&json).is_some(),
+                valid,
+                "{}",
+                String::from_utf8_lossy(&json)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn opened_claims_reseal_as_the_same_text() {
+        let store = MemoryStore::new();
+        let v = vault(&store, KeyConfig::new(key(1))).await.unwrap();
+        let s = session("j", "s");
+        // Spacing and number spelling that a re-serialisation would change.
+        let text = br#"{ "z": 1.50, "a": [1e2] }"#;
+        let mut payload = 5u32.to_be_bytes().to_vec();
+        payload.extend_from_slice(b"token");
+        payload.extend_from_slice(text);
+        let place = v.session_binding(&s.jti, &s.sub, s.expires_at, s.auth_time);
+        let planted = SessionRecord {
+            jti: s.jti.clone(),
+            sub: s.sub.clone(),
+            expires_at: s.expires_at,
+            auth_time: s.auth_time,
+            sealed: v.keyring().seal(&place, &payload).unwrap(),
+        };
+        store.save_session(&planted).await.unwrap();
+        let first = v.get_session("j").await.unwrap().unwrap();
+        assert_eq!(first.user_info.sealed_json(), Some(&text[..]));
+        v.save_session(&first).await.unwrap();
+        let second = v.take_session("j").await.unwrap().unwrap();
+        assert_eq!(second.user_info.sealed_json(), Some(&text[..]));
+        assert_eq!(second.user_info.expose()["z"].to_string(), "1.50");
+        assert!(second.user_info == first.user_info);
     }
 
     #[tokio::test]

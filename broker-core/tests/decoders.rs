@@ -305,7 +305,8 @@ proptest! {
         let sealer = if older { Keyring::new(key(2), []).unwrap() } else { ring.clone() };
         let sealed = sealer.seal(&binding(&p), &plaintext).unwrap();
         prop_assert_eq!(sealed.len(), plaintext.len() + OVERHEAD);
-        prop_assert_eq!(&ring.open(&binding(&p), &sealed).unwrap()[..], &plaintext[..]);
+        let opened = ring.open(&binding(&p), &sealed).unwrap();
+        prop_assert_eq!(opened.expose_secret(), &plaintext[..]);
     }
 
     #[test]
@@ -377,10 +378,21 @@ proptest! {
             jti: "j".into(), sub: "s".into(), expires_at: 10, auth_time: 5,
             sealed: vault.keyring().seal(&place, &payload).unwrap(),
         };
-        match vault.open_session("t", &record) {
+        // What a full parse says: the vault checks user_info without building
+        // it, and must agree exactly with parsing it into a `Value`.
+        let expected = payload.get(..4).and_then(|l| {
+            let len = u32::from_be_bytes(l.try_into().unwrap()) as usize;
+            let token = std::str::from_utf8(payload.get(4..4 + len)?).ok()?;
+            let info: serde_json::Value = serde_json::from_slice(&payload[4 + len..]).ok()?;
+            Some((token, info))
+        });
+        let opened = vault.open_session("t", &record);
+        prop_assert_eq!(opened.is_ok(), expected.is_some(), "{:?}", opened.as_ref().err());
+        match opened {
             Ok(s) => {
-                let len = u32::from_be_bytes(payload[..4].try_into().unwrap()) as usize;
-                prop_assert_eq!(s.refresh_token.expose_secret().as_bytes(), &payload[4..4 + len]);
+                let (token, info) = expected.unwrap();
+                prop_assert_eq!(s.refresh_token.expose_secret(), token);
+                prop_assert!(s.user_info.expose() == &info);
                 let resealed = rt.block_on(vault.seal_session("t", &s)).unwrap();
                 let back = vault.open_session("t", &resealed).unwrap();
                 prop_assert_eq!(back.refresh_token.expose_secret(), s.refresh_token.expose_secret());

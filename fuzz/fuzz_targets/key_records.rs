@@ -121,7 +121,7 @@ fuzz_target!(|input: Input| {
             (Some(_), Some(c)) => {
                 let valid = ring()
                     .open(&check_binding, c)
-                    .is_ok_and(|p| p.as_slice() == KEY_CHECK_PLAINTEXT);
+                    .is_ok_and(|p| p.expose_secret() == KEY_CHECK_PLAINTEXT);
                 if valid { Kind::Ok } else { Kind::WrongKey }
             }
             (Some(f), None) if f == id.0.to_be_bytes() => Kind::Ok,

@@ -321,35 +321,51 @@ impl MongoStore {
         }
     }
 
-    /// The live revocation of `sub`, if any.
-    async fn revocation(
+    /// The live session of `jti` with the live revocation marker of its
+    /// subject, if any: one round trip (`$lookup` on the markers' `_id`).
+    async fn find_live(
         &self,
         op: &'static str,
-        sub: &str,
+        jti: &str,
         now: i64,
-    ) -> Result<Option<Revocation>> {
+    ) -> Result<Option<(SessionRecord, Option<Revocation>)>> {
+        let pipeline = [
+            doc! { "$match": live_filter(jti, now) },
+            doc! { "$limit": 1 },
+            doc! { "$lookup": {
+                "from": self.revocations.name(),
+                "localField": "sub",
+                "foreignField": "_id",
+                "as": "revocations",
+            } },
+        ];
         let found = self
-            .run(
-                op,
-                self.revocations
-                    .find_one(doc! { "_id": sub, "keep_until": { "$gt": now } }),
-            )
+            .run(op, async {
+                let mut cursor = self.sessions.aggregate(pipeline).await?;
+                cursor.try_next().await
+            })
             .await?;
-        Ok(found.map(RevocationDoc::into_revocation))
-    }
-
-    /// `record` unless a revocation of its subject hides it.
-    async fn visible(
-        &self,
-        op: &'static str,
-        record: SessionRecord,
-        now: i64,
-    ) -> Result<Option<SessionRecord>> {
-        let hidden = self
-            .revocation(op, &record.sub, now)
-            .await?
-            .is_some_and(|r| r.hides(record.auth_time, now));
-        Ok(if hidden { None } else { Some(record) })
+        let Some(mut found) = found else {
+            return Ok(None);
+        };
+        let malformed = || StoreError::corrupt(op, Corruption::Malformed("stored document"));
+        let markers = match found.remove("revocations") {
+            Some(Bson::Array(markers)) => markers,
+            _ => return Err(malformed()),
+        };
+        let mut revocation = None;
+        for marker in markers {
+            let Bson::Document(marker) = marker else {
+                return Err(malformed());
+            };
+            let marker: RevocationDoc =
+                mongodb::bson::from_document(marker).map_err(|_| malformed())?;
+            if marker.keep_until > now {
+                revocation = Some(marker.into_revocation());
+            }
+        }
+        let session: SessionDoc = mongodb::bson::from_document(found).map_err(|_| malformed())?;
+        Ok(Some((session.into_record(op)?, revocation)))
     }
 }
 
@@ -463,13 +479,16 @@ impl BrokerStore for MongoStore {
         const OP: &str = "get_session";
         validate::jti(OP, jti)?;
         let now = unix_now();
-        match self
-            .run(OP, self.sessions.find_one(live_filter(jti, now)))
-            .await?
-        {
-            Some(doc) => self.visible(OP, doc.into_record(OP)?, now).await,
-            None => Ok(None),
-        }
+        Ok(match self.find_live(OP, jti, now).await? {
+            Some((found, revocation))
+                if !revocation
+                    .as_ref()
+                    .is_some_and(|r| r.hides(found.auth_time, now)) =>
+            {
+                Some(found)
+            }
+            _ => None,
+        })
     }
 
     async fn take_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
@@ -478,14 +497,9 @@ impl BrokerStore for MongoStore {
         let now = unix_now();
         // Read first: a session hidden by a revocation is left in place, as
         // the reference store does.
-        let Some(found) = self
-            .run(OP, self.sessions.find_one(live_filter(jti, now)))
-            .await?
-        else {
+        let Some((found, revocation)) = self.find_live(OP, jti, now).await? else {
             return Ok(None);
         };
-        let found = found.into_record(OP)?;
-        let revocation = self.revocation(OP, &found.sub, now).await?;
         if revocation
             .as_ref()
             .is_some_and(|r| r.hides(found.auth_time, now))
