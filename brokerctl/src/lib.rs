@@ -4,7 +4,7 @@
 //! | URL | store |
 //! |---|---|
 //! | `memory://` | a fresh `MemoryStore` (gone at exit) |
-//! | `sled:///absolute/path`, `sled://` (platform data dir) | `store-sled` |
+//! | `sled:///absolute/path[?cache_mb=N]`, `sled://` (platform data dir) | `store-sled` (`cache_mb`: sled's page cache, default 1024) |
 //! | `postgres://…`, `postgresql://…` | `store-postgres` |
 //! | `mongodb://host/database` | `store-mongo` |
 //! | `redis://…`, `rediss://…` | `store-redis`, one node |
@@ -146,11 +146,25 @@ async fn connect(url: &str) -> Result<Shared, StoreError> {
         }
         #[cfg(feature = "sled")]
         "sled" => {
-            let path = &url["sled://".len()..];
-            Ok(Shared::Sled(if path.is_empty() {
-                store_sled::SledStore::open_default(APP_NAME)?
-            } else {
-                store_sled::SledStore::open(path)?
+            let (path, query) = match url["sled://".len()..].split_once('?') {
+                Some((path, query)) => (path, Some(query)),
+                None => (&url["sled://".len()..], None),
+            };
+            let cache_mb = match query {
+                None => None,
+                Some(query) => Some(sled_cache_mb(op, query)?),
+            };
+            Ok(Shared::Sled(match (path.is_empty(), cache_mb) {
+                (true, None) => store_sled::SledStore::open_default(APP_NAME)?,
+                (true, Some(_)) => {
+                    return Err(StoreError::invalid(op, "sled://?cache_mb= needs a path"));
+                }
+                (false, None) => store_sled::SledStore::open(path)?,
+                (false, Some(mb)) => store_sled::SledStore::from_config(
+                    store_sled::sled::Config::new()
+                        .path(path)
+                        .cache_capacity(mb.saturating_mul(1024 * 1024)),
+                )?,
             }))
         }
         #[cfg(feature = "postgres")]
@@ -188,6 +202,22 @@ async fn connect(url: &str) -> Result<Shared, StoreError> {
             ),
         )),
     }
+}
+
+/// The page-cache size of a `sled:///path?cache_mb=N` URL (the only
+/// parameter a sled URL takes).
+#[cfg(feature = "sled")]
+fn sled_cache_mb(op: &'static str, query: &str) -> Result<u64, StoreError> {
+    query
+        .strip_prefix("cache_mb=")
+        .and_then(|n| n.parse::<u64>().ok())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| {
+            StoreError::invalid(
+                op,
+                "a sled URL takes one parameter, cache_mb=<megabytes> (a positive integer)",
+            )
+        })
 }
 
 /// The URL schemes this build was compiled with.

@@ -193,6 +193,31 @@ fn bad_url_is_one_line_and_exit_2() {
         2,
         "not a store URL",
     );
+    for query in ["cache_mb=lots", "cache_mb=0", "cache=64"] {
+        one_line_error(
+            brokerctl().args([
+                "--store",
+                &format!("sled:///tmp/never-made?{query}"),
+                "stats",
+            ]),
+            2,
+            "cache_mb=<megabytes>",
+        );
+    }
+    assert!(!std::path::Path::new("/tmp/never-made").exists());
+}
+
+#[test]
+fn sled_url_takes_a_cache_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sled://{}?cache_mb=64", dir.path().join("db").display());
+    brokerctl()
+        .args(["--store", &url, "--key-env", "K", "init"])
+        .env("K", b64(&[7; 32]))
+        .assert()
+        .success();
+    // The database is at the path, without the query.
+    assert!(dir.path().join("db").join("conf").exists());
 }
 
 #[tokio::test(flavor = "multi_thread")]
