@@ -17,6 +17,11 @@
 //! [`BUCKETS`], two hex digits. A session key and its bucket's two indexes
 //! share a hash tag, so one script updates them atomically on one slot; a
 //! subject's index and revocation marker share the subject's hash tag.
+//!
+//! The single-node scripts (see `scripts.rs`) build a subject's index and
+//! marker keys themselves from [`Keys::subject_prefix`] /
+//! [`Keys::marker_prefix`], the lowercase hex of the subject and `}`: the
+//! same names [`Keys::subject`] and [`Keys::marker`] return.
 
 use std::fmt::Write as _;
 
@@ -66,11 +71,17 @@ pub(crate) fn bucket_of(jti: &[u8]) -> u16 {
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
     ns: String,
+    subject_prefix: String,
+    marker_prefix: String,
 }
 
 impl Keys {
     pub(crate) fn new(ns: &str) -> Self {
-        Self { ns: ns.to_owned() }
+        Self {
+            ns: ns.to_owned(),
+            subject_prefix: format!("{ns}:u:{{{ns}:u:"),
+            marker_prefix: format!("{ns}:r:{{{ns}:u:"),
+        }
     }
 
     /// The prefix of the session keys of bucket `b` (append the hex jti).
@@ -107,22 +118,32 @@ impl Keys {
         format!("{ns}:x:{{{ns}:{b:02x}}}", ns = self.ns)
     }
 
-    /// The session index of a subject.
+    /// The session index of a subject: [`Self::subject_prefix`], the hex
+    /// subject, `}`.
     pub(crate) fn subject(&self, sub: &str) -> String {
-        format!(
-            "{ns}:u:{{{ns}:u:{h}}}",
-            ns = self.ns,
-            h = hex(sub.as_bytes())
-        )
+        let mut k = self.subject_prefix.clone();
+        k.push_str(&hex(sub.as_bytes()));
+        k.push('}');
+        k
     }
 
-    /// The revocation marker of a subject (same slot as its index).
+    /// The revocation marker of a subject (same slot as its index):
+    /// [`Self::marker_prefix`], the hex subject, `}`.
     pub(crate) fn marker(&self, sub: &str) -> String {
-        format!(
-            "{ns}:r:{{{ns}:u:{h}}}",
-            ns = self.ns,
-            h = hex(sub.as_bytes())
-        )
+        let mut k = self.marker_prefix.clone();
+        k.push_str(&hex(sub.as_bytes()));
+        k.push('}');
+        k
+    }
+
+    /// What precedes the hex subject in a subject index key.
+    pub(crate) fn subject_prefix(&self) -> &str {
+        &self.subject_prefix
+    }
+
+    /// What precedes the hex subject in a revocation marker key.
+    pub(crate) fn marker_prefix(&self) -> &str {
+        &self.marker_prefix
     }
 
     /// The hash of create-once records.
@@ -197,5 +218,17 @@ mod tests {
         );
         assert!(!keys.subject(nasty).contains(nasty));
         assert_ne!(keys.subject("a:b"), keys.subject("a"));
+    }
+
+    #[test]
+    fn subject_keys_are_prefix_hex_brace() {
+        // The layout the single-node scripts rebuild in Lua.
+        let keys = Keys::new("ns");
+        assert_eq!(keys.subject("a\u{e9}"), "ns:u:{ns:u:61c3a9}");
+        assert_eq!(keys.marker("a\u{e9}"), "ns:r:{ns:u:61c3a9}");
+        assert_eq!(
+            keys.marker("x"),
+            format!("{}{}}}", keys.marker_prefix(), hex(b"x"))
+        );
     }
 }

@@ -9,6 +9,8 @@ pub use reconnect::{REBUILD_INTERVAL, ReconnectingCluster};
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,7 +20,7 @@ use broker_core::{
 };
 use futures::{StreamExt, TryStreamExt, stream};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::{ErrorKind, FromRedisValue, RedisError, ServerErrorKind};
+use redis::{ErrorKind, FromRedisValue, RedisError, ServerErrorKind, Value};
 
 pub use redis;
 
@@ -39,26 +41,88 @@ const PURGE_BATCH: usize = 256;
 /// Concurrent per-key commands (revoke, scan's marker look-ups).
 const FAN_OUT: usize = 32;
 
+/// What the store knows about the server(s) behind its connection, which
+/// decides how many round trips a session operation takes.
+///
+/// | operation | [`Topology::Cluster`] (cluster-safe) | [`Topology::SingleNode`] |
+/// |---|---|---|
+/// | `get_session` | 2 (session, then its subject's marker) | 1 script |
+/// | `save_session`, `create_session` | 2 (subject index, then session) | 1 script |
+/// | `take_session` | 2 (take, then index removal + marker) | 1 script |
+/// | `delete_session` | 2 (delete, then index removal) | 1 script |
+///
+/// Both give the same results; the single-node scripts reach the session's
+/// and its subject's keys in one script, which Redis Cluster refuses (they
+/// live in different hash slots) and which a proxy sharding keys over
+/// several servers would run against the wrong server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// Redis Cluster, or not known: every script stays within one hash
+    /// slot. The default of [`RedisStore::new`] and
+    /// [`RedisStore::connect_cluster`].
+    Cluster,
+    /// One Redis server (standalone, or a primary with replicas), not a
+    /// cluster and not a sharding proxy: one script per session operation.
+    /// [`RedisStore::connect`] picks it when the server reports
+    /// `cluster_enabled:0`; assert it on your own connection with
+    /// [`RedisStore::with_topology`].
+    SingleNode,
+}
+
 /// A [`BrokerStore`] on Redis or Redis Cluster, generic over the redis
 /// crate's async connections (`C` = [`ConnectionManager`],
 /// [`MultiplexedConnection`](redis::aio::MultiplexedConnection),
 /// [`ClusterConnection`](redis::cluster_async::ClusterConnection),
 /// [`ReconnectingCluster`], …).
 ///
-/// Cloning the store clones the connection handle (cheap, shared). The
-/// store never closes a connection it was given.
+/// Cloning the store clones the connection handle (cheap, shared) and its
+/// [`Topology`]. The store never closes a connection it was given.
 #[derive(Clone)]
 pub struct RedisStore<C = ConnectionManager> {
     conn: C,
     namespace: Namespace,
     keys: Keys,
+    /// [`Topology::SingleNode`]; shared by clones so that `setup` turning
+    /// a wrong assertion off holds for every store on the connection.
+    single: Arc<AtomicBool>,
 }
 
 impl<C> fmt::Debug for RedisStore<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("namespace", &self.namespace)
+            .field("topology", &self.topology())
             .finish_non_exhaustive()
+    }
+}
+
+impl<C> RedisStore<C> {
+    /// The topology the store runs its session operations for.
+    pub fn topology(&self) -> Topology {
+        if self.single.load(Ordering::Relaxed) {
+            Topology::SingleNode
+        } else {
+            Topology::Cluster
+        }
+    }
+
+    /// The same store, told which topology its connection reaches.
+    ///
+    /// Assert [`Topology::SingleNode`] only for a connection to ONE Redis
+    /// server (not a Redis Cluster, not a proxy such as twemproxy or Envoy
+    /// that spreads keys over several servers): its scripts reach keys
+    /// they compute themselves. On Redis Cluster they fail (the server
+    /// refuses keys of another slot), and [`BrokerStore::setup`] checks
+    /// `INFO cluster` and falls back to [`Topology::Cluster`] when the
+    /// server reports cluster mode; behind a sharding proxy they would
+    /// miss revocation markers, which no check can see.
+    pub fn with_topology(mut self, topology: Topology) -> Self {
+        self.single = Arc::new(AtomicBool::new(topology == Topology::SingleNode));
+        self
+    }
+
+    fn single(&self) -> bool {
+        self.single.load(Ordering::Relaxed)
     }
 }
 
@@ -67,6 +131,12 @@ impl RedisStore<ConnectionManager> {
     /// or `rediss://` where the redis crate was built with TLS) through a
     /// [`ConnectionManager`] that reconnects by itself, with
     /// [`CONNECT_TIMEOUT`] and [`RESPONSE_TIMEOUT`].
+    ///
+    /// Asks the server `INFO cluster` once: when it reports
+    /// `cluster_enabled:0` the store runs each session operation as one
+    /// script ([`Topology::SingleNode`]), otherwise (cluster mode, or `INFO`
+    /// refused) it stays cluster-safe. Do not point it at a proxy that
+    /// shards keys over several servers.
     ///
     /// ```no_run
     /// # async fn demo() -> broker_core::Result<()> {
@@ -100,7 +170,9 @@ impl RedisStore<ConnectionManager> {
         let conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(|e| map_err("connect", e))?;
-        Ok(Self::new(conn))
+        let store = Self::new(conn);
+        let topology = store.probe("connect").await?.unwrap_or(Topology::Cluster);
+        Ok(store.with_topology(topology))
     }
 }
 
@@ -149,12 +221,17 @@ where
     /// A store on a connection the application already has, in the default
     /// namespace. Configure timeouts on that connection (the store adds
     /// none); it is never closed by the store.
+    ///
+    /// The store stays cluster-safe ([`Topology::Cluster`]: up to two round
+    /// trips per session operation) unless told the connection reaches one
+    /// server with [`with_topology`](Self::with_topology).
     pub fn new(conn: C) -> Self {
         let namespace = Namespace::default();
         Self {
             conn,
             keys: Keys::new(namespace.as_str()),
             namespace,
+            single: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -188,13 +265,37 @@ where
             .map_err(|e| map_err(op, e))
     }
 
+    /// What `INFO cluster` says: `Some(SingleNode)` for
+    /// `cluster_enabled:0`, `Some(Cluster)` if any answering node reports
+    /// `cluster_enabled:1`, `None` when the server refuses `INFO` or does not
+    /// say. Connection failures are errors.
+    async fn probe(&self, op: &'static str) -> Result<Option<Topology>> {
+        let mut conn = self.conn.clone();
+        let reply = redis::cmd("INFO")
+            .arg("cluster")
+            .query_async::<Value>(&mut conn)
+            .await;
+        match reply {
+            Ok(v) => Ok(cluster_enabled(&v).map(|on| {
+                if on {
+                    Topology::Cluster
+                } else {
+                    Topology::SingleNode
+                }
+            })),
+            Err(e) => match map_err(op, e) {
+                e @ StoreError::Unavailable { .. } => Err(e),
+                _ => Ok(None),
+            },
+        }
+    }
+
     /// The revocation marker of `sub`, if any.
     async fn marker(&self, op: &'static str, sub: &str) -> Result<Option<Revocation>> {
         let raw: Option<Vec<u8>> = self
             .cmd(op, redis::cmd("GET").arg(self.keys.marker(sub)))
             .await?;
-        raw.map(|b| codec::decode_revocation(op, sub.to_owned(), &b))
-            .transpose()
+        decode_marker(op, sub, raw)
     }
 
     /// True if `s` is live at `now`: not expired and not hidden by a
@@ -204,7 +305,7 @@ where
             return Ok(false);
         }
         let marker = self.marker(op, &s.sub).await?;
-        Ok(!marker.is_some_and(|r| r.hides(s.auth_time, now)))
+        Ok(!hidden_by(marker.as_ref(), s, now))
     }
 
     /// Drop `member` from `sub`'s index, best effort: a leftover entry is
@@ -227,6 +328,25 @@ where
         validate::session(op, s)?;
         let now = unix_now();
         let k = self.keys.session(&s.jti);
+        if self.single() {
+            // One script; it still writes the subject index first.
+            let done: i64 = self
+                .run(
+                    op,
+                    scripts::SAVE_ONE
+                        .key(&k.session)
+                        .key(&k.lex)
+                        .key(&k.exp)
+                        .key(self.keys.subject(&s.sub))
+                        .arg(codec::encode_session(s))
+                        .arg(s.expires_at)
+                        .arg(now)
+                        .arg(&k.member)
+                        .arg(if create { "1" } else { "0" }),
+                )
+                .await?;
+            return Ok(done == 1);
+        }
         // The subject index first: a session is never stored unindexed.
         let _: i64 = self
             .run(
@@ -332,6 +452,50 @@ impl fmt::Display for DriverError {
 
 impl std::error::Error for DriverError {}
 
+/// Decode a revocation marker read for `sub`.
+fn decode_marker(op: &'static str, sub: &str, raw: Option<Vec<u8>>) -> Result<Option<Revocation>> {
+    raw.map(|b| codec::decode_revocation(op, sub.to_owned(), &b))
+        .transpose()
+}
+
+/// True if `s` is hidden by `marker` at `now`.
+fn hidden_by(marker: Option<&Revocation>, s: &SessionRecord, now: UnixTime) -> bool {
+    marker.is_some_and(|r| r.hides(s.auth_time, now))
+}
+
+/// Whether an `INFO cluster` reply (one node's text, or several nodes'
+/// replies from a cluster connection) reports cluster mode: `Some(true)` if
+/// any node says `cluster_enabled:1`, `Some(false)` if all that say anything
+/// say `cluster_enabled:0`.
+fn cluster_enabled(v: &Value) -> Option<bool> {
+    fn text(v: &Value) -> Option<bool> {
+        let s = match v {
+            Value::BulkString(b) => std::str::from_utf8(b).ok()?,
+            Value::SimpleString(s) | Value::VerbatimString { text: s, .. } => s.as_str(),
+            _ => return None,
+        };
+        s.lines().find_map(|l| match l.trim() {
+            "cluster_enabled:1" => Some(true),
+            "cluster_enabled:0" => Some(false),
+            _ => None,
+        })
+    }
+    let mut seen = None;
+    let mut visit = |x: Option<bool>| match (seen, x) {
+        (_, Some(true)) => seen = Some(true),
+        (None, Some(false)) => seen = Some(false),
+        _ => {}
+    };
+    match v {
+        Value::Array(items) | Value::Set(items) => {
+            items.iter().for_each(|i| visit(cluster_enabled(i)))
+        }
+        Value::Map(pairs) => pairs.iter().for_each(|(_, i)| visit(cluster_enabled(i))),
+        other => visit(text(other)),
+    }
+    seen
+}
+
 /// A jti or name read back from Redis.
 fn utf8(op: &'static str, bytes: Vec<u8>, what: &'static str) -> Result<String> {
     String::from_utf8(bytes).map_err(|_| StoreError::corrupt(op, Corruption::Malformed(what)))
@@ -374,14 +538,21 @@ where
         let stored: Vec<u8> = self
             .run("setup", scripts::SETUP.key(self.keys.meta()).arg(FORMAT))
             .await?;
-        if stored == FORMAT.as_bytes() {
-            Ok(())
-        } else {
-            Err(StoreError::backend(
+        if stored != FORMAT.as_bytes() {
+            return Err(StoreError::backend(
                 "setup",
                 "the namespace holds data of an unknown storage format",
-            ))
+            ));
         }
+        // A single-node assertion is checked once: on a server that reports
+        // cluster mode the store falls back to the cluster-safe scripts.
+        if self.single() && self.probe("setup").await? == Some(Topology::Cluster) {
+            tracing::warn!(
+                "store-redis: Topology::SingleNode was asserted but the server reports cluster mode; using the cluster-safe scripts"
+            );
+            self.single.store(false, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     async fn health(&self) -> Result<()> {
@@ -410,6 +581,25 @@ where
         validate::jti(OP, jti)?;
         let now = unix_now();
         let k = self.keys.session(jti);
+        if self.single() {
+            let found: Option<(Vec<u8>, Option<Vec<u8>>)> = self
+                .run(
+                    OP,
+                    scripts::GET_ONE
+                        .key(&k.session)
+                        .arg(self.keys.marker_prefix()),
+                )
+                .await?;
+            let Some((raw, marker)) = found else {
+                return Ok(None);
+            };
+            let s = codec::decode_session(OP, jti.to_owned(), &raw)?;
+            if !s.is_live_at(now) {
+                return Ok(None);
+            }
+            let marker = decode_marker(OP, &s.sub, marker)?;
+            return Ok((!hidden_by(marker.as_ref(), &s, now)).then_some(s));
+        }
         let raw: Option<Vec<u8>> = self.cmd(OP, redis::cmd("GET").arg(&k.session)).await?;
         let Some(raw) = raw else { return Ok(None) };
         let s = codec::decode_session(OP, jti.to_owned(), &raw)?;
@@ -417,12 +607,38 @@ where
     }
 
     /// Atomic (one script); a session hidden by a revocation marker is
-    /// deleted by the take and reported as `None`.
+    /// deleted by the take and reported as `None`. On a single node the
+    /// same script also drops it from its subject's index and reads the
+    /// marker; on a cluster a second script does both on the subject's slot.
     async fn take_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
         const OP: &str = "take_session";
         validate::jti(OP, jti)?;
         let now = unix_now();
         let k = self.keys.session(jti);
+        if self.single() {
+            let found: Option<(Vec<u8>, Option<Vec<u8>>)> = self
+                .run(
+                    OP,
+                    scripts::TAKE_ONE
+                        .key(&k.session)
+                        .key(&k.lex)
+                        .key(&k.exp)
+                        .arg(now)
+                        .arg(&k.member)
+                        .arg(self.keys.subject_prefix())
+                        .arg(self.keys.marker_prefix()),
+                )
+                .await?;
+            let Some((raw, marker)) = found else {
+                return Ok(None);
+            };
+            let s = codec::decode_session(OP, jti.to_owned(), &raw)?;
+            if !s.is_live_at(now) {
+                return Ok(None);
+            }
+            let marker = decode_marker(OP, &s.sub, marker)?;
+            return Ok((!hidden_by(marker.as_ref(), &s, now)).then_some(s));
+        }
         let raw: Option<Vec<u8>> = self
             .run(
                 OP,
@@ -436,14 +652,43 @@ where
             .await?;
         let Some(raw) = raw else { return Ok(None) };
         let s = codec::decode_session(OP, jti.to_owned(), &raw)?;
-        self.forget_in_subject(&s.sub, &k.member).await;
-        Ok(self.visible(OP, &s, now).await?.then_some(s))
+        if !s.is_live_at(now) {
+            self.forget_in_subject(&s.sub, &k.member).await;
+            return Ok(None);
+        }
+        // The index and the marker share the subject's slot: one script
+        // drops the session from the index and reads the marker.
+        let marker: Option<Vec<u8>> = self
+            .run(
+                OP,
+                scripts::FORGET_AND_MARKER
+                    .key(self.keys.subject(&s.sub))
+                    .key(self.keys.marker(&s.sub))
+                    .arg(&k.member),
+            )
+            .await?;
+        let marker = decode_marker(OP, &s.sub, marker)?;
+        Ok((!hidden_by(marker.as_ref(), &s, now)).then_some(s))
     }
 
     async fn delete_session(&self, jti: &str) -> Result<bool> {
         const OP: &str = "delete_session";
         validate::jti(OP, jti)?;
         let k = self.keys.session(jti);
+        if self.single() {
+            let n: i64 = self
+                .run(
+                    OP,
+                    scripts::DELETE_ONE
+                        .key(&k.session)
+                        .key(&k.lex)
+                        .key(&k.exp)
+                        .arg(&k.member)
+                        .arg(self.keys.subject_prefix()),
+                )
+                .await?;
+            return Ok(n > 0);
+        }
         let (raw, n): (Option<Vec<u8>>, i64) = self
             .run(
                 OP,
@@ -884,6 +1129,30 @@ mod tests {
         assert!(map_err("health", io).is_retryable());
         let down = RedisError::from((ErrorKind::Server(ServerErrorKind::ClusterDown), "down"));
         assert!(map_err("health", down).is_retryable());
+    }
+
+    #[test]
+    fn info_cluster_replies_are_read() {
+        let node = |on: &str| {
+            Value::BulkString(format!("# Cluster\r\ncluster_enabled:{on}\r\n").into_bytes())
+        };
+        assert_eq!(cluster_enabled(&node("0")), Some(false));
+        assert_eq!(cluster_enabled(&node("1")), Some(true));
+        assert_eq!(
+            cluster_enabled(&Value::BulkString(b"# Cluster\r\n".to_vec())),
+            None
+        );
+        assert_eq!(cluster_enabled(&Value::Nil), None);
+        // Several nodes (a cluster connection): any cluster node wins.
+        let nodes = Value::Map(vec![
+            (Value::SimpleString("a".into()), node("0")),
+            (Value::SimpleString("b".into()), node("1")),
+        ]);
+        assert_eq!(cluster_enabled(&nodes), Some(true));
+        assert_eq!(
+            cluster_enabled(&Value::Array(vec![node("0"), Value::Nil])),
+            Some(false)
+        );
     }
 
     #[test]

@@ -5,9 +5,25 @@
 //! Each namespace `ns` is a set of sled trees: `ns/sessions` (by `jti`),
 //! `ns/by_expiry` and `ns/by_subject` (indexes), `ns/revocations` and
 //! `ns/revoked_until` (subject revocation markers and their expiry index),
-//! `ns/records` (create-once records) and `ns/peers` (peer JWKS). A session
-//! and its index entries change together in one sled transaction, so the
-//! indexes never drift from the data, even across a crash.
+//! `ns/records` (create-once records) and `ns/peers` (peer JWKS).
+//!
+//! A session and its index entries are written without a sled transaction
+//! (one costs sled a separate log write and `sync_file_range`, and takes a
+//! process-wide lock): writers of one `jti` are serialized by an in-process
+//! lock (sled is single-process, so every writer of the database is in this
+//! process), and the writes are ordered so that a crash can only leave an
+//! index entry too many, never a session its indexes miss: new index entries
+//! are inserted before the session, old ones removed after it; a removal
+//! removes the session first. sled recovers a prefix of its log after a
+//! crash (the same property its own transactions rely on). Purge and revoke
+//! drop the stale entries they meet; until then a stale expiry entry is
+//! counted by [`BrokerStore::stats`]. Revocation markers (rare) still change
+//! with their expiry index in one transaction.
+//!
+//! Reads skip the revocation-marker lookup while the namespace is known to
+//! hold no marker: the answer is cached per store and invalidated by a
+//! process-wide count of marker writes (every marker writer is in this
+//! process), so a marker written through any store handle is seen at once.
 //!
 //! Writes are durable when the call returns under the default
 //! [`Durability::Flush`]; see [`Durability`] for the faster alternative.
@@ -29,7 +45,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use async_trait::async_trait;
 use broker_core::codec;
@@ -38,21 +55,53 @@ use broker_core::{
     BrokerStore, Corruption, Namespace, PeerJwks, Result, Revocation, SessionPage, SessionRecord,
     StoreError, StoreStats, UnixTime, unix_now,
 };
-use sled::transaction::{
-    ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
-    TransactionalTree,
-};
+use sled::transaction::TransactionError;
 use sled::{IVec, Transactional, Tree};
 
 pub use sled;
 
-/// How many index entries purge and revoke handle per transaction.
+/// How many index entries purge and revoke read per batch.
 const BATCH: usize = 256;
 /// How many subjects' revocation markers a scan page keeps cached.
 const REVOCATION_CACHE: usize = 1024;
 /// The database directory [`SledStore::open_default`] uses inside the
 /// platform data directory.
 pub const DEFAULT_DB_DIR: &str = "broker-store.sled";
+
+/// Number of per-session write locks (a `jti` hashes to one of them).
+const LOCK_STRIPES: usize = 256;
+
+/// The per-session write locks, shared by every store of the process (and
+/// so by every handle on one database and namespace). Whoever changes a
+/// session or its index entries holds the lock of its `jti`, and never
+/// holds two locks at once.
+static SESSION_LOCKS: [Mutex<()>; LOCK_STRIPES] = [const { Mutex::new(()) }; LOCK_STRIPES];
+
+/// Revocation-marker writes (insert or removal) under way in this process.
+static MARKER_WRITES_ACTIVE: AtomicUsize = AtomicUsize::new(0);
+/// Revocation-marker writes finished in this process (any database).
+static MARKER_WRITES_DONE: AtomicU64 = AtomicU64::new(0);
+/// [`Trees::marker_cache`] when nothing is known.
+const MARKERS_UNKNOWN: u64 = u64::MAX;
+
+/// Held while a revocation tree is written: readers that cached "this
+/// revocation tree is empty" stop trusting it from the start of the write
+/// on, and re-check once it is done.
+struct MarkerWrite;
+
+impl MarkerWrite {
+    fn begin() -> Self {
+        MARKER_WRITES_ACTIVE.fetch_add(1, Ordering::SeqCst);
+        Self
+    }
+}
+
+impl Drop for MarkerWrite {
+    fn drop(&mut self) {
+        MARKER_WRITES_DONE.fetch_add(1, Ordering::SeqCst);
+        MARKER_WRITES_ACTIVE.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// The tree suffixes of one namespace, in [`SledStore::tree_names`] order.
 const TREE_SUFFIXES: [&str; 7] = [
@@ -154,6 +203,10 @@ struct Trees {
     revoked_until: Tree,
     records: Tree,
     peers: Tree,
+    /// `done << 1 | empty`: the revocation tree was empty (or not) when
+    /// [`MARKER_WRITES_DONE`] was `done` and no marker write was under way;
+    /// [`MARKERS_UNKNOWN`] before the first check.
+    marker_cache: AtomicU64,
 }
 
 impl Trees {
@@ -167,7 +220,47 @@ impl Trees {
             revoked_until: open("revoked_until")?,
             records: open("records")?,
             peers: open("peers")?,
+            marker_cache: AtomicU64::new(MARKERS_UNKNOWN),
         })
+    }
+
+    /// True if this namespace holds no revocation marker, known without a
+    /// lookup: the tree was seen empty and no marker was written anywhere
+    /// in the process since (markers are rare; most reads skip the lookup).
+    ///
+    /// Sound because every marker write runs inside a [`MarkerWrite`]: a
+    /// marker inserted before the emptiness check was seen by it; one
+    /// inserted after it bumps [`MARKER_WRITES_DONE`] or shows in
+    /// [`MARKER_WRITES_ACTIVE`] before this returns, unless its write began
+    /// after this call's (earlier) session read, which then comes first.
+    fn markers_absent(&self) -> bool {
+        let cache = self.marker_cache.load(Ordering::SeqCst);
+        cache != MARKERS_UNKNOWN
+            && cache & 1 == 1
+            && MARKER_WRITES_ACTIVE.load(Ordering::SeqCst) == 0
+            && MARKER_WRITES_DONE.load(Ordering::SeqCst) == cache >> 1
+    }
+
+    /// Re-check whether the revocation tree is empty if the cached answer
+    /// is out of date (a marker was written since), and cache it when no
+    /// marker write ran meanwhile.
+    fn refresh_marker_cache(&self) {
+        let cache = self.marker_cache.load(Ordering::SeqCst);
+        if MARKER_WRITES_ACTIVE.load(Ordering::SeqCst) != 0 {
+            return;
+        }
+        let done = MARKER_WRITES_DONE.load(Ordering::SeqCst);
+        if cache != MARKERS_UNKNOWN && cache >> 1 == done {
+            return;
+        }
+        // An iteration error reads as "not empty", which is always safe.
+        let empty = self.revocations.is_empty();
+        if MARKER_WRITES_ACTIVE.load(Ordering::SeqCst) == 0
+            && MARKER_WRITES_DONE.load(Ordering::SeqCst) == done
+        {
+            self.marker_cache
+                .store(done << 1 | u64::from(empty), Ordering::SeqCst);
+        }
     }
 }
 
@@ -344,24 +437,37 @@ impl SledStore {
         Ok(())
     }
 
-    /// True if a revocation marker of `s.sub` hides `s` at `now`.
-    fn revoked(
-        &self,
-        t: &Trees,
-        op: &'static str,
-        s: &SessionRecord,
-        now: UnixTime,
-    ) -> Result<bool> {
-        match t
+    /// True if a revocation marker of `s.sub` hides `s` at `now`. Call it
+    /// after reading `s`.
+    fn revoked(t: &Trees, op: &'static str, s: &SessionRecord, now: UnixTime) -> Result<bool> {
+        if t.markers_absent() {
+            return Ok(false);
+        }
+        let marker = t
             .revocations
             .get(s.sub.as_bytes())
-            .map_err(|e| sled_error(op, e))?
-        {
+            .map_err(|e| sled_error(op, e))?;
+        t.refresh_marker_cache();
+        match marker {
             Some(bytes) => {
                 Ok(codec::decode_revocation(op, s.sub.clone(), &bytes)?.hides(s.auth_time, now))
             }
             None => Ok(false),
         }
+    }
+
+    /// The write lock of session `jti` of this namespace (see
+    /// [`SESSION_LOCKS`]). Hold it only around synchronous sled calls.
+    fn session_lock(&self, jti: &str) -> MutexGuard<'static, ()> {
+        // FNV-1a over the namespace and the jti.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let ns = self.namespace.as_str().as_bytes();
+        for &b in ns.iter().chain(&[0]).chain(jti.as_bytes()) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        SESSION_LOCKS[(h % LOCK_STRIPES as u64) as usize]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Insert (`create` = only over a missing or expired session) or
@@ -375,68 +481,115 @@ impl SledStore {
         validate::session(op, session)?;
         let t = self.trees(op)?;
         let value = codec::encode_session(session);
-        let now = unix_now();
-        (&t.sessions, &t.by_expiry, &t.by_subject)
-            .transaction(|(s, e, b)| {
-                let tx = SessionTx { s, e, b, op };
-                if create && let Some(old) = s.get(session.jti.as_bytes())? {
-                    let old =
-                        codec::decode_session(op, session.jti.clone(), &old).map_err(abort)?;
-                    if old.is_live_at(now) {
-                        return Err(abort(StoreError::Conflict {
-                            op,
-                            what: "a session with this jti exists",
-                        }));
-                    }
-                }
-                tx.put(session, &value)
-            })
-            .map_err(|e| tx_error(op, e))?;
+        {
+            let _lock = self.session_lock(&session.jti);
+            put_locked(&t, op, session, &value, create)?;
+        }
         self.written(op).await
     }
 }
 
-/// The three trees a session lives in, inside one transaction.
-struct SessionTx<'a> {
-    s: &'a TransactionalTree,
-    e: &'a TransactionalTree,
-    b: &'a TransactionalTree,
+/// Store `session` (encoded as `value`) with its index entries, replacing
+/// any old one; with `create`, only over a missing or expired session. The
+/// caller holds the session's lock.
+///
+/// Order (crash safety): the new index entries, then the session, then the
+/// removal of the old session's entries that differ.
+fn put_locked(
+    t: &Trees,
     op: &'static str,
-}
-
-type TxResult<T> = ConflictableTransactionResult<T, StoreError>;
-
-impl SessionTx<'_> {
-    /// Remove the session `jti` and its index entries; returns its stored bytes.
-    fn unlink(&self, jti: &str) -> TxResult<Option<IVec>> {
-        let Some(old) = self.s.remove(jti.as_bytes())? else {
-            return Ok(None);
-        };
-        // An undecodable record has no index entries we can name; any it
-        // had are dropped as stale by purge / revoke when they meet them.
-        if let Ok(rec) = codec::decode_session(self.op, jti.to_owned(), &old) {
-            self.e.remove(keys::timed(rec.expires_at, jti))?;
-            self.b.remove(keys::subject(&rec.sub, jti))?;
+    session: &SessionRecord,
+    value: &[u8],
+    create: bool,
+) -> Result<()> {
+    let jti = session.jti.as_bytes();
+    let new_e = keys::timed(session.expires_at, &session.jti);
+    let new_b = keys::subject(&session.sub, &session.jti);
+    // A create must look before it writes. A save need not: the session
+    // insert hands back the old record, whose entries are removed after it
+    // (re-inserting an entry the old record shares is harmless).
+    let known_old = if create {
+        match t.sessions.get(jti).map_err(|e| sled_error(op, e))? {
+            Some(bytes) => {
+                let old = codec::decode_session(op, session.jti.clone(), &bytes)?;
+                if old.is_live_at(unix_now()) {
+                    return Err(StoreError::Conflict {
+                        op,
+                        what: "a session with this jti exists",
+                    });
+                }
+                Some(old)
+            }
+            None => None,
         }
-        Ok(Some(old))
+    } else {
+        None
+    };
+    let same_e = known_old
+        .as_ref()
+        .is_some_and(|o| o.expires_at == session.expires_at);
+    let same_b = known_old.as_ref().is_some_and(|o| o.sub == session.sub);
+    if !same_e {
+        t.by_expiry
+            .insert(&new_e[..], IVec::default())
+            .map_err(|e| sled_error(op, e))?;
     }
-
-    /// Store `session` (encoded as `value`), replacing any old one.
-    fn put(&self, session: &SessionRecord, value: &[u8]) -> TxResult<()> {
-        self.unlink(&session.jti)?;
-        self.s.insert(session.jti.as_bytes(), value)?;
-        self.e.insert(
-            keys::timed(session.expires_at, &session.jti),
-            IVec::default(),
-        )?;
-        self.b
-            .insert(keys::subject(&session.sub, &session.jti), IVec::default())?;
-        Ok(())
+    if !same_b {
+        t.by_subject
+            .insert(&new_b[..], IVec::default())
+            .map_err(|e| sled_error(op, e))?;
     }
+    let replaced = t
+        .sessions
+        .insert(jti, value)
+        .map_err(|e| sled_error(op, e))?;
+    let old = match known_old {
+        Some(old) => Some(old),
+        // An undecodable old record has no index entries we can name; any
+        // it had are dropped as stale by purge / revoke when they meet them.
+        None => replaced.and_then(|b| codec::decode_session(op, session.jti.clone(), &b).ok()),
+    };
+    if let Some(old) = old {
+        let old_e = keys::timed(old.expires_at, &session.jti);
+        if old_e != new_e {
+            t.by_expiry.remove(old_e).map_err(|e| sled_error(op, e))?;
+        }
+        let old_b = keys::subject(&old.sub, &session.jti);
+        if old_b != new_b {
+            t.by_subject.remove(old_b).map_err(|e| sled_error(op, e))?;
+        }
+    }
+    Ok(())
 }
 
-fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
-    ConflictableTransactionError::Abort(e)
+/// Remove the index entries of `rec` (stored under `jti`) after the
+/// session itself was removed. The caller holds the session's lock.
+fn unindex_locked(t: &Trees, op: &'static str, jti: &str, rec: &SessionRecord) -> Result<()> {
+    t.by_expiry
+        .remove(keys::timed(rec.expires_at, jti))
+        .map_err(|e| sled_error(op, e))?;
+    t.by_subject
+        .remove(keys::subject(&rec.sub, jti))
+        .map_err(|e| sled_error(op, e))?;
+    Ok(())
+}
+
+/// Remove session `jti` (first) and then its index entries; true if there
+/// was one. The caller holds the session's lock.
+fn unlink_locked(t: &Trees, op: &'static str, jti: &str) -> Result<bool> {
+    let Some(old) = t
+        .sessions
+        .remove(jti.as_bytes())
+        .map_err(|e| sled_error(op, e))?
+    else {
+        return Ok(false);
+    };
+    // An undecodable record has no index entries we can name; any it had
+    // are dropped as stale by purge / revoke when they meet them.
+    if let Ok(rec) = codec::decode_session(op, jti.to_owned(), &old) {
+        unindex_locked(t, op, jti, &rec)?;
+    }
+    Ok(true)
 }
 
 /// Flush `db` to disk on tokio's blocking pool (never on sled's own pool:
@@ -530,7 +683,7 @@ impl BrokerStore for SledStore {
         };
         let s = codec::decode_session(OP, jti.to_owned(), &bytes)?;
         let now = unix_now();
-        if !s.is_live_at(now) || self.revoked(&t, OP, &s, now)? {
+        if !s.is_live_at(now) || Self::revoked(&t, OP, &s, now)? {
             return Ok(None);
         }
         Ok(Some(s))
@@ -540,26 +693,30 @@ impl BrokerStore for SledStore {
         const OP: &str = "take_session";
         validate::jti(OP, jti)?;
         let t = self.trees(OP)?;
-        let now = unix_now();
-        let taken = (&t.sessions, &t.by_expiry, &t.by_subject, &t.revocations)
-            .transaction(|(s, e, b, r)| {
-                let Some(bytes) = s.get(jti.as_bytes())? else {
-                    return Ok(None);
-                };
-                let rec = codec::decode_session(OP, jti.to_owned(), &bytes).map_err(abort)?;
-                if !rec.is_live_at(now) {
-                    return Ok(None);
-                }
-                if let Some(rv) = r.get(rec.sub.as_bytes())? {
-                    let rv = codec::decode_revocation(OP, rec.sub.clone(), &rv).map_err(abort)?;
-                    if rv.hides(rec.auth_time, now) {
-                        return Ok(None);
+        let taken = {
+            let _lock = self.session_lock(jti);
+            // Atomic against every other taker: they wait for the lock.
+            match t
+                .sessions
+                .get(jti.as_bytes())
+                .map_err(|e| sled_error(OP, e))?
+            {
+                None => None,
+                Some(bytes) => {
+                    let rec = codec::decode_session(OP, jti.to_owned(), &bytes)?;
+                    let now = unix_now();
+                    if !rec.is_live_at(now) || Self::revoked(&t, OP, &rec, now)? {
+                        None
+                    } else {
+                        t.sessions
+                            .remove(jti.as_bytes())
+                            .map_err(|e| sled_error(OP, e))?;
+                        unindex_locked(&t, OP, jti, &rec)?;
+                        Some(rec)
                     }
                 }
-                SessionTx { s, e, b, op: OP }.unlink(jti)?;
-                Ok(Some(rec))
-            })
-            .map_err(|e| tx_error(OP, e))?;
+            }
+        };
         if taken.is_some() {
             self.written(OP).await?;
         }
@@ -570,9 +727,10 @@ impl BrokerStore for SledStore {
         const OP: &str = "delete_session";
         validate::jti(OP, jti)?;
         let t = self.trees(OP)?;
-        let removed = (&t.sessions, &t.by_expiry, &t.by_subject)
-            .transaction(|(s, e, b)| Ok(SessionTx { s, e, b, op: OP }.unlink(jti)?.is_some()))
-            .map_err(|e| tx_error(OP, e))?;
+        let removed = {
+            let _lock = self.session_lock(jti);
+            unlink_locked(&t, OP, jti)?
+        };
         if removed {
             self.written(OP).await?;
         }
@@ -590,21 +748,28 @@ impl BrokerStore for SledStore {
         validate::sealed(OP, sealed)?;
         let t = self.trees(OP)?;
         // The blob is not indexed, so only the sessions tree changes.
-        let replaced = t
-            .sessions
-            .transaction(|s| {
-                let Some(bytes) = s.get(jti.as_bytes())? else {
-                    return Ok(false);
-                };
-                let mut rec = codec::decode_session(OP, jti.to_owned(), &bytes).map_err(abort)?;
-                if rec.sealed != expected {
-                    return Ok(false);
+        let replaced = {
+            let _lock = self.session_lock(jti);
+            match t
+                .sessions
+                .get(jti.as_bytes())
+                .map_err(|e| sled_error(OP, e))?
+            {
+                None => false,
+                Some(bytes) => {
+                    let mut rec = codec::decode_session(OP, jti.to_owned(), &bytes)?;
+                    if rec.sealed == expected {
+                        rec.sealed = sealed.to_vec();
+                        t.sessions
+                            .insert(jti.as_bytes(), codec::encode_session(&rec))
+                            .map_err(|e| sled_error(OP, e))?;
+                        true
+                    } else {
+                        false
+                    }
                 }
-                rec.sealed = sealed.to_vec();
-                s.insert(jti.as_bytes(), codec::encode_session(&rec))?;
-                Ok(true)
-            })
-            .map_err(|e| tx_error(OP, e))?;
+            }
+        };
         if replaced {
             self.written(OP).await?;
         }
@@ -619,6 +784,7 @@ impl BrokerStore for SledStore {
 
         // 1. The marker first: from here on a session of `sub` with
         //    auth_time <= revoked_at is hidden, wherever it is saved.
+        let marker_write = MarkerWrite::begin();
         (&t.revocations, &t.revoked_until)
             .transaction(|(r, u)| {
                 let mut merged = revocation.clone();
@@ -635,10 +801,11 @@ impl BrokerStore for SledStore {
                 Ok(())
             })
             .map_err(|e| tx_error(OP, e))?;
+        drop(marker_write);
 
-        // 2. Delete the subject's sessions through the subject index, a
-        //    batch per transaction. Every key of a batch leaves the index, so
-        //    the loop makes progress.
+        // 2. Delete the subject's sessions through the subject index, each
+        //    under its lock. Every key of a batch leaves the index, so the
+        //    loop makes progress.
         let prefix = keys::subject_prefix(sub);
         let mut deleted = 0u64;
         loop {
@@ -646,33 +813,32 @@ impl BrokerStore for SledStore {
             if batch.is_empty() {
                 break;
             }
-            deleted += (&t.sessions, &t.by_expiry, &t.by_subject)
-                .transaction(|(s, e, b)| {
-                    let tx = SessionTx { s, e, b, op: OP };
-                    let mut n = 0u64;
-                    for key in &batch {
-                        let jti = keys::split_subject(key).map(|(_, jti)| jti);
-                        let owned = match jti {
-                            Some(jti) => s.get(jti.as_bytes())?.is_some_and(|bytes| {
-                                codec::decode_session(OP, jti.to_owned(), &bytes)
-                                    .is_ok_and(|rec| rec.sub == sub)
-                            }),
-                            None => false,
-                        };
-                        match jti {
-                            Some(jti) if owned => {
-                                tx.unlink(jti)?;
-                                n += 1;
-                            }
-                            // Stale or malformed entry: drop it.
-                            _ => {
-                                b.remove(key)?;
-                            }
-                        }
-                    }
-                    Ok(n)
-                })
-                .map_err(|e| tx_error(OP, e))?;
+            for key in &batch {
+                // Held until the key is gone: a writer adding this very key
+                // for a new session of `sub` waits, so it is never lost.
+                let _lock = keys::split_subject(key).map(|(_, jti)| self.session_lock(jti));
+                let owned = match keys::split_subject(key) {
+                    Some((_, jti)) => t
+                        .sessions
+                        .get(jti.as_bytes())
+                        .map_err(|e| sled_error(OP, e))?
+                        .is_some_and(|bytes| {
+                            codec::decode_session(OP, jti.to_owned(), &bytes)
+                                .is_ok_and(|rec| rec.sub == sub)
+                        })
+                        // Removes this very key with the session.
+                        .then(|| unlink_locked(&t, OP, jti))
+                        .transpose()?
+                        .unwrap_or(false),
+                    None => false,
+                };
+                if owned {
+                    deleted += 1;
+                } else {
+                    // Stale or malformed entry: drop it.
+                    t.by_subject.remove(key).map_err(|e| sled_error(OP, e))?;
+                }
+            }
             if batch.len() < BATCH {
                 break;
             }
@@ -696,32 +862,30 @@ impl BrokerStore for SledStore {
                 break;
             }
             wrote = true;
-            removed += (&t.sessions, &t.by_expiry, &t.by_subject)
-                .transaction(|(s, e, b)| {
-                    let tx = SessionTx { s, e, b, op: OP };
-                    let mut n = 0u64;
-                    for key in &batch {
-                        let entry = keys::split_timed(key);
-                        let current = match entry {
-                            Some((at, jti)) => s.get(jti.as_bytes())?.is_some_and(|bytes| {
-                                codec::session_expires_at(OP, &bytes).is_ok_and(|x| x == at)
-                            }),
-                            None => false,
-                        };
-                        match entry {
-                            Some((_, jti)) if current => {
-                                tx.unlink(jti)?;
-                                n += 1;
-                            }
-                            // Stale or malformed entry: drop it.
-                            _ => {
-                                e.remove(key)?;
-                            }
-                        }
-                    }
-                    Ok(n)
-                })
-                .map_err(|e| tx_error(OP, e))?;
+            for key in &batch {
+                // Held until the key is gone (see revoke_subject).
+                let _lock = keys::split_timed(key).map(|(_, jti)| self.session_lock(jti));
+                let current = match keys::split_timed(key) {
+                    Some((at, jti)) => t
+                        .sessions
+                        .get(jti.as_bytes())
+                        .map_err(|e| sled_error(OP, e))?
+                        .is_some_and(|bytes| {
+                            codec::session_expires_at(OP, &bytes).is_ok_and(|x| x == at)
+                        })
+                        // Removes this very key with the session.
+                        .then(|| unlink_locked(&t, OP, jti))
+                        .transpose()?
+                        .unwrap_or(false),
+                    None => false,
+                };
+                if current {
+                    removed += 1;
+                } else {
+                    // Stale or malformed entry: drop it.
+                    t.by_expiry.remove(key).map_err(|e| sled_error(OP, e))?;
+                }
+            }
             if batch.len() < BATCH {
                 break;
             }
@@ -733,6 +897,8 @@ impl BrokerStore for SledStore {
                 break;
             }
             wrote = true;
+            // Lets cached "no markers" answers notice the tree emptying.
+            let _marker_write = MarkerWrite::begin();
             (&t.revocations, &t.revoked_until)
                 .transaction(|(r, u)| {
                     for key in &batch {
@@ -765,6 +931,7 @@ impl BrokerStore for SledStore {
         const OP: &str = "scan_sessions";
         validate::page_limit(OP, limit)?;
         let t = self.trees(OP)?;
+        t.refresh_marker_cache();
         let now = unix_now();
         let iter = match cursor {
             Some(c) => t
@@ -788,7 +955,8 @@ impl BrokerStore for SledStore {
             if !s.is_live_at(now) {
                 continue;
             }
-            if !revocations.contains_key(&s.sub) {
+            // With no marker in the namespace, skip the lookups.
+            if !t.markers_absent() && !revocations.contains_key(&s.sub) {
                 if revocations.len() >= REVOCATION_CACHE {
                     revocations.clear();
                 }
@@ -802,10 +970,11 @@ impl BrokerStore for SledStore {
                 };
                 revocations.insert(s.sub.clone(), rv);
             }
-            let hidden = revocations
-                .get(&s.sub)
-                .and_then(Option::as_ref)
-                .is_some_and(|rv| rv.hides(s.auth_time, now));
+            let hidden = !t.markers_absent()
+                && revocations
+                    .get(&s.sub)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|rv| rv.hides(s.auth_time, now));
             if hidden {
                 continue;
             }

@@ -439,3 +439,177 @@ async fn flushed_files_hold_stored_bytes_verbatim() {
     let found = files.windows(marker.len()).any(|w| w == marker.as_bytes());
     assert!(found, "the files hold the stored bytes");
 }
+
+/// A store that cached "this namespace has no revocation marker" (its reads
+/// skip the marker lookup) still sees a marker written through another
+/// store on the same database and namespace, and through a store on another
+/// database; after the markers are purged, reads skip the lookup again.
+#[tokio::test]
+async fn no_marker_cache_follows_markers_written_elsewhere() {
+    let (_dir, a) = temp_store();
+    let b = SledStore::from_db(a.db().clone());
+    let (_other_dir, other) = temp_store();
+    let now = unix_now();
+    let s = SessionRecord {
+        jti: "s1".into(),
+        sub: "alice".into(),
+        expires_at: now + 100,
+        auth_time: now - 10,
+        sealed: vec![1, 2, 3],
+    };
+    a.save_session(&s).await.expect("save");
+    // Warm a's cache: no marker anywhere yet in its namespace.
+    assert_eq!(a.get_session("s1").await.expect("get"), Some(s.clone()));
+    assert!(cache_settles(&a, "s1").await, "a caches 'no markers'");
+    // A marker in another database does not hide a's session, but a stops
+    // trusting its cache until it re-checked.
+    other
+        .revoke_subject(&Revocation::now("alice"))
+        .await
+        .expect("revoke elsewhere");
+    assert!(!a.trees("t").expect("trees").markers_absent());
+    assert_eq!(a.get_session("s1").await.expect("get"), Some(s.clone()));
+    assert!(
+        cache_settles(&a, "s1").await,
+        "a re-checked and cached again"
+    );
+    // b revokes alice; a session saved by a afterwards with an older
+    // auth_time is hidden from a (get, take and scan).
+    b.revoke_subject(&Revocation::now("alice"))
+        .await
+        .expect("revoke");
+    a.save_session(&s).await.expect("save again");
+    assert_eq!(a.get_session("s1").await.expect("get"), None);
+    assert!(!a.trees("t").expect("trees").markers_absent());
+    assert_eq!(a.take_session("s1").await.expect("take"), None);
+    let page = a.scan_sessions(None, 10).await.expect("scan");
+    assert!(page.sessions.is_empty(), "hidden from scan");
+    // A session authenticated after the revocation is visible.
+    let fresh = SessionRecord {
+        jti: "s2".into(),
+        auth_time: now + 5,
+        ..s.clone()
+    };
+    a.save_session(&fresh).await.expect("save fresh");
+    assert_eq!(a.get_session("s2").await.expect("get"), Some(fresh));
+    // Markers purged (keep_until in the past): the cache comes back.
+    let t = a.trees("t").expect("trees");
+    t.revocations.clear().expect("clear");
+    t.revoked_until.clear().expect("clear");
+    b.revoke_subject(&Revocation {
+        sub: "bob".into(),
+        revoked_at: 0,
+        keep_until: now - 1,
+    })
+    .await
+    .expect("revoke bob");
+    assert_eq!(a.purge_expired().await.expect("purge"), 0);
+    assert!(t.revocations.is_empty(), "purged");
+    assert_eq!(a.get_session("s1").await.expect("get"), Some(s));
+    assert!(cache_settles(&a, "s1").await, "cached again");
+    check_indexes(&a);
+}
+
+/// Read `jti` until the store trusts its "no markers" cache. Other tests in
+/// this process write markers now and then (which makes every store
+/// re-check once), so this retries a bounded number of times.
+async fn cache_settles(store: &SledStore, jti: &str) -> bool {
+    for _ in 0..10_000 {
+        store.get_session(jti).await.expect("get");
+        if store.trees("t").expect("trees").markers_absent() {
+            return true;
+        }
+        tokio::task::yield_now().await;
+    }
+    false
+}
+
+/// Writers of the same sessions from many tasks (save over changing expiry
+/// and subject, create, take, delete, blob replace, revoke, purge) leave
+/// the indexes exactly matching the data: the per-session locks serialize
+/// every writer of one jti. 64 concurrent takers of one session: one wins.
+#[test]
+fn racing_writers_keep_the_indexes_exact() {
+    let (dir, store) = temp_store();
+    let store = Arc::new(store.with_durability(Durability::Periodic));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let ops = runtime.block_on(async {
+        let now = unix_now();
+        let mut tasks = Vec::new();
+        for w in 0..16u64 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                let mut rng = Rng(0x9e37_79b9 ^ (w + 1));
+                let mut ops = 0u64;
+                for _ in 0..400 {
+                    let jti = rng.pick(JTIS).to_owned();
+                    let s = SessionRecord {
+                        jti: jti.clone(),
+                        sub: rng.pick(SUBS).to_owned(),
+                        // Some already expired, so purge has work.
+                        expires_at: now - 5 + rng.below(20) as i64,
+                        auth_time: now - rng.below(3) as i64,
+                        sealed: vec![rng.below(3) as u8 + 1; 8],
+                    };
+                    let r = match rng.below(8) {
+                        0 | 1 => store.save_session(&s).await.map(|_| ()),
+                        2 => match store.create_session(&s).await {
+                            Err(StoreError::Conflict { .. }) => Ok(()),
+                            other => other,
+                        },
+                        3 => store.take_session(&jti).await.map(|_| ()),
+                        4 => store.delete_session(&jti).await.map(|_| ()),
+                        5 => store
+                            .replace_session_blob(&jti, &[1; 8], &[2; 8])
+                            .await
+                            .map(|_| ()),
+                        6 => store
+                            .revoke_subject(&Revocation {
+                                sub: s.sub.clone(),
+                                revoked_at: now - 2,
+                                keep_until: now + rng.below(4) as i64 - 2,
+                            })
+                            .await
+                            .map(|_| ()),
+                        _ => store.purge_expired().await.map(|_| ()),
+                    };
+                    r.expect("operation");
+                    ops += 1;
+                }
+                ops
+            }));
+        }
+        let mut ops = 0;
+        for t in tasks {
+            ops += t.await.expect("task");
+        }
+        // 64 takers of one fresh session: exactly one gets it.
+        let s = SessionRecord {
+            jti: "contended".into(),
+            sub: "taker".into(),
+            expires_at: now + 100,
+            auth_time: now + 1,
+            sealed: vec![9; 8],
+        };
+        store.save_session(&s).await.expect("save");
+        let takers: Vec<_> = (0..64)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move { store.take_session("contended").await })
+            })
+            .collect();
+        let mut won = 0;
+        for t in takers {
+            won += usize::from(t.await.expect("task").expect("take").is_some());
+        }
+        assert_eq!(won, 1, "exactly one taker wins");
+        ops
+    });
+    eprintln!("racing writers: {ops} operations from 16 tasks, indexes checked");
+    check_indexes(&store);
+    drop(dir);
+}
