@@ -177,12 +177,10 @@ pub enum Binding<'a> {
 }
 
 impl Binding<'_> {
-    /// The unambiguous associated data for a blob with envelope `header`:
-    /// every field u32-BE-length-prefixed.
-    pub fn associated_data(&self, header: &[u8; HEADER_LEN]) -> Vec<u8> {
-        let mut ad = Vec::with_capacity(128);
-        push_field(&mut ad, header);
-        push_field(&mut ad, FORMAT_LABEL);
+    /// The fields bound into the associated data, in order.
+    fn for_each_field(&self, header: &[u8; HEADER_LEN], mut field: impl FnMut(&[u8])) {
+        field(header);
+        field(FORMAT_LABEL);
         match *self {
             Binding::Session {
                 namespace,
@@ -191,27 +189,55 @@ impl Binding<'_> {
                 expires_at,
                 auth_time,
             } => {
-                push_field(&mut ad, b"session");
-                push_field(&mut ad, namespace.as_bytes());
-                push_field(&mut ad, jti.as_bytes());
-                push_field(&mut ad, sub.as_bytes());
-                push_field(&mut ad, &(expires_at as u64).to_be_bytes());
-                push_field(&mut ad, &(auth_time as u64).to_be_bytes());
+                field(b"session");
+                field(namespace.as_bytes());
+                field(jti.as_bytes());
+                field(sub.as_bytes());
+                field(&(expires_at as u64).to_be_bytes());
+                field(&(auth_time as u64).to_be_bytes());
             }
             Binding::SigningKey { namespace, name } => {
-                push_field(&mut ad, b"signing_key");
-                push_field(&mut ad, namespace.as_bytes());
-                push_field(&mut ad, name.as_bytes());
+                field(b"signing_key");
+                field(namespace.as_bytes());
+                field(name.as_bytes());
             }
             Binding::KeyCheck { namespace, kdf } => {
-                push_field(&mut ad, b"key_check");
-                push_field(&mut ad, namespace.as_bytes());
-                push_field(&mut ad, kdf);
+                field(b"key_check");
+                field(namespace.as_bytes());
+                field(kdf);
             }
         }
+    }
+
+    /// The unambiguous associated data for a blob with envelope `header`:
+    /// every field u32-BE-length-prefixed.
+    pub fn associated_data(&self, header: &[u8; HEADER_LEN]) -> Vec<u8> {
+        let mut ad = Vec::with_capacity(128);
+        self.for_each_field(header, |field| push_field(&mut ad, field));
         ad
     }
+
+    /// Call `f` with [`Binding::associated_data`], built on the stack when
+    /// it fits in [`AD_INLINE`] bytes (every session with typical ids).
+    fn with_associated_data<R>(&self, header: &[u8; HEADER_LEN], f: impl FnOnce(&[u8]) -> R) -> R {
+        let mut len = 0;
+        self.for_each_field(header, |field| len += 4 + field.len());
+        if len > AD_INLINE {
+            return f(&self.associated_data(header));
+        }
+        let mut ad = [0u8; AD_INLINE];
+        let mut at = 0;
+        self.for_each_field(header, |field| {
+            ad[at..at + 4].copy_from_slice(&(field.len() as u32).to_be_bytes());
+            ad[at + 4..at + 4 + field.len()].copy_from_slice(field);
+            at += 4 + field.len();
+        });
+        f(&ad[..at])
+    }
 }
+
+/// Bytes of associated data built on the stack; longer data goes to the heap.
+const AD_INLINE: usize = 256;
 
 /// Append `field` to `out` with a u32 BE length prefix.
 pub fn push_field(out: &mut Vec<u8>, field: &[u8]) {
@@ -306,7 +332,6 @@ impl Keyring {
         nonce: [u8; NONCE_LEN],
     ) -> Result<Vec<u8>> {
         let header = header(self.primary.id);
-        let ad = binding.associated_data(&header);
         let len: usize = parts.iter().map(|p| p.len()).sum();
         // Exact capacity: the buffer holding plaintext never reallocates.
         let mut out = Vec::with_capacity(OVERHEAD + len);
@@ -315,11 +340,14 @@ impl Keyring {
         for part in parts {
             out.extend_from_slice(part);
         }
-        match self.primary.cipher.encrypt_inout_detached(
-            &Nonce::from(nonce),
-            &ad,
-            out[HEADER_LEN + NONCE_LEN..].as_mut().into(),
-        ) {
+        let sealed = binding.with_associated_data(&header, |ad| {
+            self.primary.cipher.encrypt_inout_detached(
+                &Nonce::from(nonce),
+                ad,
+                out[HEADER_LEN + NONCE_LEN..].as_mut().into(),
+            )
+        });
+        match sealed {
             Ok(tag) => {
                 out.extend_from_slice(&tag);
                 Ok(out)
@@ -352,17 +380,18 @@ impl Keyring {
         let tag: [u8; TAG_LEN] = sealed[sealed.len() - TAG_LEN..]
             .try_into()
             .expect("checked length");
-        let ad = binding.associated_data(&header);
         // Decrypted in place inside a secret box (exact length, so it never
         // reallocates), which zeroizes it on drop.
         let mut plain = SecretSlice::from(body.to_vec());
-        slot.cipher
-            .decrypt_inout_detached(
-                &Nonce::from(nonce),
-                &ad,
-                plain.expose_secret_mut().into(),
-                &Tag::from(tag),
-            )
+        binding
+            .with_associated_data(&header, |ad| {
+                slot.cipher.decrypt_inout_detached(
+                    &Nonce::from(nonce),
+                    ad,
+                    plain.expose_secret_mut().into(),
+                    &Tag::from(tag),
+                )
+            })
             .map_err(|_| {
                 // aes-gcm >= 0.10.3 leaves no plaintext behind on failure; the
                 // buffer is zeroized on drop either way.
@@ -435,6 +464,50 @@ mod tests {
         expires_at: 2_000_000_000,
         auth_time: 1_700_000_000,
     };
+
+    #[test]
+    fn associated_data_is_the_same_on_the_stack_and_the_heap() {
+        let header = header(KeyId(7));
+        let sub = "s".repeat(255);
+        let ring = Keyring::new(key(7), []).unwrap();
+        // Lengths on both sides of AD_INLINE.
+        for jti_len in [1, 100, 120, 130, 255] {
+            let jti = "j".repeat(jti_len);
+            let binding = Binding::Session {
+                namespace: "ns",
+                jti: &jti,
+                sub: if jti_len > 100 { &sub } else { "alice" },
+                expires_at: 2_000_000_000,
+                auth_time: 1_700_000_000,
+            };
+            let inline = binding.with_associated_data(&header, <[u8]>::to_vec);
+            assert_eq!(inline, binding.associated_data(&header), "jti of {jti_len}");
+            let sealed = ring.seal(&binding, b"refresh").unwrap();
+            assert_eq!(
+                ring.open(&binding, &sealed).unwrap().expose_secret(),
+                b"refresh"
+            );
+            let elsewhere = Binding::Session {
+                namespace: "ns",
+                jti: &jti,
+                sub: "bob",
+                expires_at: 2_000_000_000,
+                auth_time: 1_700_000_000,
+            };
+            assert!(matches!(
+                ring.open(&elsewhere, &sealed),
+                Err(StoreError::Tampered { .. })
+            ));
+        }
+        let long = Binding::Session {
+            namespace: "ns",
+            jti: &sub,
+            sub: &sub,
+            expires_at: 1,
+            auth_time: 1,
+        };
+        assert!(long.associated_data(&header).len() > AD_INLINE);
+    }
 
     #[test]
     fn golden_vector() {

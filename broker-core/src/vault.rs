@@ -405,8 +405,9 @@ impl TokenVault {
             Some(json) => json,
             None => {
                 // Room for typical claims up front: fewer reallocations, so
-                // fewer unwiped partial copies left in freed memory.
-                serialized = Zeroizing::new(Vec::with_capacity(1024));
+                // fewer unwiped partial copies left in freed memory (512 B
+                // keeps the buffer in the allocator's small-size fast path).
+                serialized = Zeroizing::new(Vec::with_capacity(512));
                 serde_json::to_writer(&mut *serialized, session.user_info.expose())
                     .map_err(|_| StoreError::invalid(op, "user_info cannot be serialized"))?;
                 serialized.as_slice()
