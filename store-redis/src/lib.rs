@@ -458,6 +458,25 @@ fn decode_marker(op: &'static str, sub: &str, raw: Option<Vec<u8>>) -> Result<Op
         .transpose()
 }
 
+/// The session a single-node script returned with its subject's marker,
+/// if it is live at `now` and no marker hides it.
+fn live_and_visible(
+    op: &'static str,
+    jti: &str,
+    found: Option<(Vec<u8>, Option<Vec<u8>>)>,
+    now: UnixTime,
+) -> Result<Option<SessionRecord>> {
+    let Some((raw, marker)) = found else {
+        return Ok(None);
+    };
+    let s = codec::decode_session(op, jti.to_owned(), &raw)?;
+    if !s.is_live_at(now) {
+        return Ok(None);
+    }
+    let marker = decode_marker(op, &s.sub, marker)?;
+    Ok((!hidden_by(marker.as_ref(), &s, now)).then_some(s))
+}
+
 /// True if `s` is hidden by `marker` at `now`.
 fn hidden_by(marker: Option<&Revocation>, s: &SessionRecord, now: UnixTime) -> bool {
     marker.is_some_and(|r| r.hides(s.auth_time, now))
@@ -590,15 +609,7 @@ where
                         .arg(self.keys.marker_prefix()),
                 )
                 .await?;
-            let Some((raw, marker)) = found else {
-                return Ok(None);
-            };
-            let s = codec::decode_session(OP, jti.to_owned(), &raw)?;
-            if !s.is_live_at(now) {
-                return Ok(None);
-            }
-            let marker = decode_marker(OP, &s.sub, marker)?;
-            return Ok((!hidden_by(marker.as_ref(), &s, now)).then_some(s));
+            return live_and_visible(OP, jti, found, now);
         }
         let raw: Option<Vec<u8>> = self.cmd(OP, redis::cmd("GET").arg(&k.session)).await?;
         let Some(raw) = raw else { return Ok(None) };
@@ -629,15 +640,7 @@ where
                         .arg(self.keys.marker_prefix()),
                 )
                 .await?;
-            let Some((raw, marker)) = found else {
-                return Ok(None);
-            };
-            let s = codec::decode_session(OP, jti.to_owned(), &raw)?;
-            if !s.is_live_at(now) {
-                return Ok(None);
-            }
-            let marker = decode_marker(OP, &s.sub, marker)?;
-            return Ok((!hidden_by(marker.as_ref(), &s, now)).then_some(s));
+            return live_and_visible(OP, jti, found, now);
         }
         let raw: Option<Vec<u8>> = self
             .run(
