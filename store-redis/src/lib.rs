@@ -56,6 +56,7 @@ const FAN_OUT: usize = 32;
 /// live in different hash slots) and which a proxy sharding keys over
 /// several servers would run against the wrong server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Topology {
     /// Redis Cluster, or not known: every script stays within one hash
     /// slot. The default of [`RedisStore::new`] and
@@ -64,8 +65,8 @@ pub enum Topology {
     /// One Redis server (standalone, or a primary with replicas), not a
     /// cluster and not a sharding proxy: one script per session operation.
     /// [`RedisStore::connect`] picks it when the server reports
-    /// `cluster_enabled:0`; assert it on your own connection with
-    /// [`RedisStore::with_topology`].
+    /// `cluster_enabled:0` and lets a script read a key it did not declare;
+    /// assert it on your own connection with [`RedisStore::with_topology`].
     SingleNode,
 }
 
@@ -113,9 +114,10 @@ impl<C> RedisStore<C> {
     /// that spreads keys over several servers): its scripts reach keys
     /// they compute themselves. On Redis Cluster they fail (the server
     /// refuses keys of another slot), and [`BrokerStore::setup`] checks
-    /// `INFO cluster` and falls back to [`Topology::Cluster`] when the
-    /// server reports cluster mode; behind a sharding proxy they would
-    /// miss revocation markers, which no check can see.
+    /// `INFO` and a test script and falls back to [`Topology::Cluster`]
+    /// when the server reports cluster mode or refuses the script; behind
+    /// a sharding proxy they would miss revocation markers, which no check
+    /// can see.
     pub fn with_topology(mut self, topology: Topology) -> Self {
         self.single = Arc::new(AtomicBool::new(topology == Topology::SingleNode));
         self
@@ -132,11 +134,12 @@ impl RedisStore<ConnectionManager> {
     /// [`ConnectionManager`] that reconnects by itself, with
     /// [`CONNECT_TIMEOUT`] and [`RESPONSE_TIMEOUT`].
     ///
-    /// Asks the server `INFO cluster` once: when it reports
-    /// `cluster_enabled:0` the store runs each session operation as one
-    /// script ([`Topology::SingleNode`]), otherwise (cluster mode, or `INFO`
-    /// refused) it stays cluster-safe. Do not point it at a proxy that
-    /// shards keys over several servers.
+    /// Asks the server `INFO` once: when it reports `cluster_enabled:0`
+    /// and a test script may read a key it did not declare, the store runs
+    /// each session operation as one script ([`Topology::SingleNode`]);
+    /// otherwise (cluster mode, `INFO` refused, Dragonfly, Kvrocks) it stays
+    /// cluster-safe. Do not point it at a proxy that shards keys over
+    /// several servers.
     ///
     /// ```no_run
     /// # async fn demo() -> broker_core::Result<()> {
@@ -265,27 +268,32 @@ where
             .map_err(|e| map_err(op, e))
     }
 
-    /// What `INFO cluster` says: `Some(SingleNode)` for
-    /// `cluster_enabled:0`, `Some(Cluster)` if any answering node reports
-    /// `cluster_enabled:1`, `None` when the server refuses `INFO` or does not
-    /// say. Connection failures are errors.
+    /// Which [`Topology`] the server allows: `Some(SingleNode)` when `INFO`
+    /// reports `cluster_enabled:0`, names no server known to run scripts
+    /// unlike Redis (see [`topology_of`]), and a script may read a key it
+    /// did not declare; `Some(Cluster)` otherwise; `None` when the server
+    /// refuses `INFO` or does not say. Connection failures are errors.
     async fn probe(&self, op: &'static str) -> Result<Option<Topology>> {
         let mut conn = self.conn.clone();
-        let reply = redis::cmd("INFO")
-            .arg("cluster")
-            .query_async::<Value>(&mut conn)
-            .await;
-        match reply {
-            Ok(v) => Ok(cluster_enabled(&v).map(|on| {
-                if on {
-                    Topology::Cluster
-                } else {
-                    Topology::SingleNode
-                }
-            })),
+        let reply = redis::cmd("INFO").query_async::<Value>(&mut conn).await;
+        let topology = match reply {
+            Ok(v) => topology_of(&v),
+            Err(e) => match map_err(op, e) {
+                e @ StoreError::Unavailable { .. } => return Err(e),
+                _ => None,
+            },
+        };
+        if topology != Some(Topology::SingleNode) {
+            return Ok(topology);
+        }
+        // The one-script operations read the subject's keys without
+        // declaring them: check that this server lets a script do that.
+        let probe = scripts::READ_UNDECLARED.arg(format!("{}probe}}", self.keys.marker_prefix()));
+        match probe.invoke_async::<Value>(&mut conn).await {
+            Ok(_) => Ok(Some(Topology::SingleNode)),
             Err(e) => match map_err(op, e) {
                 e @ StoreError::Unavailable { .. } => Err(e),
-                _ => Ok(None),
+                _ => Ok(Some(Topology::Cluster)),
             },
         }
     }
@@ -482,37 +490,35 @@ fn hidden_by(marker: Option<&Revocation>, s: &SessionRecord, now: UnixTime) -> b
     marker.is_some_and(|r| r.hides(s.auth_time, now))
 }
 
-/// Whether an `INFO cluster` reply (one node's text, or several nodes'
-/// replies from a cluster connection) reports cluster mode: `Some(true)` if
-/// any node says `cluster_enabled:1`, `Some(false)` if all that say anything
-/// say `cluster_enabled:0`.
-fn cluster_enabled(v: &Value) -> Option<bool> {
-    fn text(v: &Value) -> Option<bool> {
-        let s = match v {
-            Value::BulkString(b) => std::str::from_utf8(b).ok()?,
-            Value::SimpleString(s) | Value::VerbatimString { text: s, .. } => s.as_str(),
-            _ => return None,
-        };
-        s.lines().find_map(|l| match l.trim() {
-            "cluster_enabled:1" => Some(true),
-            "cluster_enabled:0" => Some(false),
-            _ => None,
-        })
-    }
-    let mut seen = None;
-    let mut visit = |x: Option<bool>| match (seen, x) {
-        (_, Some(true)) => seen = Some(true),
-        (None, Some(false)) => seen = Some(false),
-        _ => {}
-    };
+/// The text of every node in an `INFO` reply (one node's text, or several
+/// nodes' replies from a cluster connection).
+fn info_texts(v: &Value) -> Vec<&str> {
     match v {
-        Value::Array(items) | Value::Set(items) => {
-            items.iter().for_each(|i| visit(cluster_enabled(i)))
-        }
-        Value::Map(pairs) => pairs.iter().for_each(|(_, i)| visit(cluster_enabled(i))),
-        other => visit(text(other)),
+        Value::BulkString(b) => std::str::from_utf8(b).ok().into_iter().collect(),
+        Value::SimpleString(s) | Value::VerbatimString { text: s, .. } => vec![s.as_str()],
+        Value::Array(items) | Value::Set(items) => items.iter().flat_map(info_texts).collect(),
+        Value::Map(pairs) => pairs.iter().flat_map(|(_, i)| info_texts(i)).collect(),
+        _ => Vec::new(),
     }
-    seen
+}
+
+/// What an `INFO` reply says of the topology: `Cluster` if any node reports
+/// `cluster_enabled:1`, or if the server is one known to run scripts unlike
+/// Redis (Dragonfly refuses undeclared keys by default, Kvrocks does not
+/// lock them); `SingleNode` if the nodes that say report `cluster_enabled:0`;
+/// `None` if none says.
+fn topology_of(v: &Value) -> Option<Topology> {
+    let texts = info_texts(v);
+    let has = |want: fn(&str) -> bool| texts.iter().flat_map(|t| t.lines()).any(|l| want(l.trim()));
+    if has(|l| l == "cluster_enabled:1")
+        || has(|l| l.starts_with("dragonfly_version:") || l.starts_with("kvrocks_version:"))
+    {
+        Some(Topology::Cluster)
+    } else if has(|l| l == "cluster_enabled:0") {
+        Some(Topology::SingleNode)
+    } else {
+        None
+    }
 }
 
 /// A jti or name read back from Redis.
@@ -564,10 +570,11 @@ where
             ));
         }
         // A single-node assertion is checked once: on a server that reports
-        // cluster mode the store falls back to the cluster-safe scripts.
+        // cluster mode, or will not run the one-script operations, the store
+        // falls back to the cluster-safe scripts.
         if self.single() && self.probe("setup").await? == Some(Topology::Cluster) {
             tracing::warn!(
-                "store-redis: Topology::SingleNode was asserted but the server reports cluster mode; using the cluster-safe scripts"
+                "store-redis: Topology::SingleNode was asserted but the server is a cluster or refuses scripts that read undeclared keys; using the cluster-safe scripts"
             );
             self.single.store(false, Ordering::Relaxed);
         }
@@ -1135,27 +1142,43 @@ mod tests {
     }
 
     #[test]
-    fn info_cluster_replies_are_read() {
+    fn info_replies_are_read() {
         let node = |on: &str| {
-            Value::BulkString(format!("# Cluster\r\ncluster_enabled:{on}\r\n").into_bytes())
+            Value::BulkString(
+                format!(
+                    "# Server\r\nredis_version:7.0.15\r\n# Cluster\r\ncluster_enabled:{on}\r\n"
+                )
+                .into_bytes(),
+            )
         };
-        assert_eq!(cluster_enabled(&node("0")), Some(false));
-        assert_eq!(cluster_enabled(&node("1")), Some(true));
+        assert_eq!(topology_of(&node("0")), Some(Topology::SingleNode));
+        assert_eq!(topology_of(&node("1")), Some(Topology::Cluster));
         assert_eq!(
-            cluster_enabled(&Value::BulkString(b"# Cluster\r\n".to_vec())),
+            topology_of(&Value::BulkString(b"# Cluster\r\n".to_vec())),
             None
         );
-        assert_eq!(cluster_enabled(&Value::Nil), None);
+        assert_eq!(topology_of(&Value::Nil), None);
         // Several nodes (a cluster connection): any cluster node wins.
         let nodes = Value::Map(vec![
             (Value::SimpleString("a".into()), node("0")),
             (Value::SimpleString("b".into()), node("1")),
         ]);
-        assert_eq!(cluster_enabled(&nodes), Some(true));
+        assert_eq!(topology_of(&nodes), Some(Topology::Cluster));
         assert_eq!(
-            cluster_enabled(&Value::Array(vec![node("0"), Value::Nil])),
-            Some(false)
+            topology_of(&Value::Array(vec![node("0"), Value::Nil])),
+            Some(Topology::SingleNode)
         );
+        // Servers that speak the protocol but run scripts differently.
+        for other in ["dragonfly_version:df-v1.21.2", "kvrocks_version:2.9.0"] {
+            let text = format!(
+                "# Server\r\nredis_version:7.2.0\r\n{other}\r\n# Cluster\r\ncluster_enabled:0\r\n"
+            );
+            assert_eq!(
+                topology_of(&Value::BulkString(text.into_bytes())),
+                Some(Topology::Cluster),
+                "{other}"
+            );
+        }
     }
 
     #[test]

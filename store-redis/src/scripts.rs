@@ -123,6 +123,12 @@ fn script(helpers: &[&str], body: &str) -> Script {
     Script::new(&format!("{}{body}", helpers.concat()))
 }
 
+/// Reads `ARGV[1]`, a key it does not declare: succeeds only on a server
+/// that lets the `*_ONE` scripts do what they need (not Redis Cluster, not
+/// Dragonfly's default).
+pub(crate) static READ_UNDECLARED: LazyLock<Script> =
+    LazyLock::new(|| Script::new("return redis.call('EXISTS', ARGV[1])"));
+
 /// Create or save a session.
 /// KEYS: session, scan index, expiry index.
 /// ARGV: value, expires_at, now, member, create ("1" = only if no live session).
