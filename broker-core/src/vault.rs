@@ -30,8 +30,10 @@ const NONCE_BATCH: u64 = 1 << 16;
 /// Sessions per page when re-encrypting or counting.
 const PAGE: usize = 500;
 
-/// A user's claims from the identity provider. PII: `Debug` is redacted and
-/// every copy is zeroized on drop.
+/// A user's claims from the identity provider. PII: `Debug` is redacted;
+/// the sealed JSON text and the string values of parsed claims are
+/// zeroized on drop (claim names, and serde_json's own scratch buffers
+/// while parsing escaped strings, are not).
 ///
 /// Claims opened from a store stay as the JSON text that was sealed and are
 /// parsed on the first [`UserInfo::expose`]; sealing them again reuses that
@@ -121,6 +123,28 @@ impl Drop for UserInfo {
         if let Some(value) = self.value.get_mut() {
             wipe(value);
         }
+    }
+}
+
+/// A growing buffer that wipes each buffer it outgrows (a `Vec` growing in
+/// place would leave the old copy of the claims in freed memory).
+struct WipingBuf(Zeroizing<Vec<u8>>);
+
+impl std::io::Write for WipingBuf {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let need = self.0.len() + bytes.len();
+        if need > self.0.capacity() {
+            let mut bigger = Vec::with_capacity(need.max(2 * self.0.capacity()));
+            bigger.extend_from_slice(&self.0);
+            // The old buffer is wiped as it drops.
+            self.0 = Zeroizing::new(bigger);
+        }
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -404,13 +428,10 @@ impl TokenVault {
         let info = match session.user_info.sealed_json() {
             Some(json) => json,
             None => {
-                // Room for typical claims up front: fewer reallocations, so
-                // fewer unwiped partial copies left in freed memory (512 B
-                // keeps the buffer in the allocator's small-size fast path).
-                serialized = Zeroizing::new(Vec::with_capacity(512));
-                serde_json::to_writer(&mut *serialized, session.user_info.expose())
+                serialized = WipingBuf(Zeroizing::new(Vec::with_capacity(512)));
+                serde_json::to_writer(&mut serialized, session.user_info.expose())
                     .map_err(|_| StoreError::invalid(op, "user_info cannot be serialized"))?;
-                serialized.as_slice()
+                serialized.0.as_slice()
             }
         };
         if info.len() > validate::MAX_USER_INFO_BYTES {
@@ -776,6 +797,19 @@ mod tests {
     /// The cheap check of opened user_info agrees with a full parse on the
     /// inputs where a mere syntax check would not (lone surrogates, nesting
     /// depth, trailing text, bad UTF-8).
+    #[test]
+    fn wiping_buffer_grows_to_hold_everything_written() {
+        use std::io::Write as _;
+        let mut buf = WipingBuf(Zeroizing::new(Vec::with_capacity(4)));
+        let mut expected = Vec::new();
+        for chunk in [&b"ab"[..], b"cdefg", &[7u8; 100], b"", b"h"] {
+            buf.write_all(chunk).unwrap();
+            expected.extend_from_slice(chunk);
+        }
+        assert_eq!(buf.0.as_slice(), expected.as_slice());
+        assert!(buf.0.capacity() >= expected.len());
+    }
+
     #[test]
     fn validated_json_agrees_with_a_full_parse() {
         let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n)).into_bytes();

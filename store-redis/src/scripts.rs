@@ -113,7 +113,7 @@ const SUBJECT_HEX: &str = r#"
 local function subject_hex(v)
   if not is_session(v) then return nil end
   local n = string.byte(v, 18) * 256 + string.byte(v, 19)
-  if n == 0 or #v < 19 + n then return nil end
+  if n == 0 or n > 255 or #v < 19 + n then return nil end
   return string.format(string.rep('%02x', n), string.byte(v, 20, 19 + n))
 end
 "#;

@@ -24,6 +24,9 @@
 //! hold no marker: the answer is cached per store and invalidated by a
 //! process-wide count of marker writes (every marker writer is in this
 //! process), so a marker written through any store handle is seen at once.
+//! Write a namespace's trees only through a store: a marker inserted into
+//! the tree directly (a restore with `Tree::insert` or `Db::import`) while
+//! a store has the namespace open would stay unseen by that store.
 //!
 //! Writes are durable when the call returns under the default
 //! [`Durability::Flush`]; see [`Durability`] for the faster alternative.
@@ -397,7 +400,9 @@ impl SledStore {
 
     /// The names of the sled trees this store's namespace uses (for
     /// backups, inspection or removing a namespace with
-    /// [`sled::Db::drop_tree`] once no store uses it any more).
+    /// [`sled::Db::drop_tree`] once no store uses it any more). Restore
+    /// into them only while no store has the namespace open (see the
+    /// crate docs on the revocation-marker cache).
     pub fn tree_names(&self) -> Vec<String> {
         TREE_SUFFIXES
             .iter()
@@ -454,6 +459,35 @@ impl SledStore {
             }
             None => Ok(false),
         }
+    }
+
+    /// Handle one entry of a session index (`key`, naming session `jti`):
+    /// remove the session if `current(jti, stored bytes)` says the entry is
+    /// its (which removes this very key too), else drop the stale or
+    /// malformed entry. True if a session was removed. The session's lock
+    /// is held until the key is gone: a writer adding this very key for a
+    /// new session waits, so it is never lost.
+    fn unlink_indexed(
+        &self,
+        t: &Trees,
+        op: &'static str,
+        index: &Tree,
+        key: &[u8],
+        jti: Option<&str>,
+        current: impl FnOnce(&str, &[u8]) -> bool,
+    ) -> Result<bool> {
+        let _lock = jti.map(|jti| self.session_lock(jti));
+        if let Some(jti) = jti {
+            let stored = t
+                .sessions
+                .get(jti.as_bytes())
+                .map_err(|e| sled_error(op, e))?;
+            if stored.is_some_and(|bytes| current(jti, &bytes)) && unlink_locked(t, op, jti)? {
+                return Ok(true);
+            }
+        }
+        index.remove(key).map_err(|e| sled_error(op, e))?;
+        Ok(false)
     }
 
     /// The write lock of session `jti` of this namespace (see
@@ -814,29 +848,12 @@ impl BrokerStore for SledStore {
                 break;
             }
             for key in &batch {
-                // Held until the key is gone: a writer adding this very key
-                // for a new session of `sub` waits, so it is never lost.
-                let _lock = keys::split_subject(key).map(|(_, jti)| self.session_lock(jti));
-                let owned = match keys::split_subject(key) {
-                    Some((_, jti)) => t
-                        .sessions
-                        .get(jti.as_bytes())
-                        .map_err(|e| sled_error(OP, e))?
-                        .is_some_and(|bytes| {
-                            codec::decode_session(OP, jti.to_owned(), &bytes)
-                                .is_ok_and(|rec| rec.sub == sub)
-                        })
-                        // Removes this very key with the session.
-                        .then(|| unlink_locked(&t, OP, jti))
-                        .transpose()?
-                        .unwrap_or(false),
-                    None => false,
+                let jti = keys::split_subject(key).map(|(_, jti)| jti);
+                let of_sub = |jti: &str, bytes: &[u8]| {
+                    codec::decode_session(OP, jti.to_owned(), bytes).is_ok_and(|rec| rec.sub == sub)
                 };
-                if owned {
+                if self.unlink_indexed(&t, OP, &t.by_subject, key, jti, of_sub)? {
                     deleted += 1;
-                } else {
-                    // Stale or malformed entry: drop it.
-                    t.by_subject.remove(key).map_err(|e| sled_error(OP, e))?;
                 }
             }
             if batch.len() < BATCH {
@@ -863,27 +880,15 @@ impl BrokerStore for SledStore {
             }
             wrote = true;
             for key in &batch {
-                // Held until the key is gone (see revoke_subject).
-                let _lock = keys::split_timed(key).map(|(_, jti)| self.session_lock(jti));
-                let current = match keys::split_timed(key) {
-                    Some((at, jti)) => t
-                        .sessions
-                        .get(jti.as_bytes())
-                        .map_err(|e| sled_error(OP, e))?
-                        .is_some_and(|bytes| {
-                            codec::session_expires_at(OP, &bytes).is_ok_and(|x| x == at)
-                        })
-                        // Removes this very key with the session.
-                        .then(|| unlink_locked(&t, OP, jti))
-                        .transpose()?
-                        .unwrap_or(false),
-                    None => false,
+                let entry = keys::split_timed(key);
+                let due = |_: &str, bytes: &[u8]| {
+                    entry.is_some_and(|(at, _)| {
+                        codec::session_expires_at(OP, bytes).is_ok_and(|x| x == at)
+                    })
                 };
-                if current {
+                let jti = entry.map(|(_, jti)| jti);
+                if self.unlink_indexed(&t, OP, &t.by_expiry, key, jti, due)? {
                     removed += 1;
-                } else {
-                    // Stale or malformed entry: drop it.
-                    t.by_expiry.remove(key).map_err(|e| sled_error(OP, e))?;
                 }
             }
             if batch.len() < BATCH {
@@ -956,7 +961,8 @@ impl BrokerStore for SledStore {
                 continue;
             }
             // With no marker in the namespace, skip the lookups.
-            if !t.markers_absent() && !revocations.contains_key(&s.sub) {
+            let markers = !t.markers_absent();
+            if markers && !revocations.contains_key(&s.sub) {
                 if revocations.len() >= REVOCATION_CACHE {
                     revocations.clear();
                 }
@@ -970,7 +976,7 @@ impl BrokerStore for SledStore {
                 };
                 revocations.insert(s.sub.clone(), rv);
             }
-            let hidden = !t.markers_absent()
+            let hidden = markers
                 && revocations
                     .get(&s.sub)
                     .and_then(Option::as_ref)
