@@ -171,6 +171,16 @@ pub(crate) struct SessionKeys {
     pub(crate) member: String,
 }
 
+impl SessionKeys {
+    /// `script` invoked with this session's keys as `KEYS[1..3]`: the
+    /// session, its scan index and its expiry index.
+    pub(crate) fn on<'a>(&self, script: &'a redis::Script) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        invocation.key(&self.session).key(&self.lex).key(&self.exp);
+        invocation
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

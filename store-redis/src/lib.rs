@@ -341,10 +341,7 @@ where
             let done: i64 = self
                 .run(
                     op,
-                    scripts::SAVE_ONE
-                        .key(&k.session)
-                        .key(&k.lex)
-                        .key(&k.exp)
+                    k.on(&scripts::SAVE_ONE)
                         .key(self.keys.subject(&s.sub))
                         .arg(codec::encode_session(s))
                         .arg(s.expires_at)
@@ -369,10 +366,7 @@ where
         let done: i64 = self
             .run(
                 op,
-                scripts::SAVE
-                    .key(&k.session)
-                    .key(&k.lex)
-                    .key(&k.exp)
+                k.on(&scripts::SAVE)
                     .arg(codec::encode_session(s))
                     .arg(s.expires_at)
                     .arg(now)
@@ -637,10 +631,7 @@ where
             let found: Option<(Vec<u8>, Option<Vec<u8>>)> = self
                 .run(
                     OP,
-                    scripts::TAKE_ONE
-                        .key(&k.session)
-                        .key(&k.lex)
-                        .key(&k.exp)
+                    k.on(&scripts::TAKE_ONE)
                         .arg(now)
                         .arg(&k.member)
                         .arg(self.keys.subject_prefix())
@@ -650,15 +641,7 @@ where
             return live_and_visible(OP, jti, found, now);
         }
         let raw: Option<Vec<u8>> = self
-            .run(
-                OP,
-                scripts::TAKE
-                    .key(&k.session)
-                    .key(&k.lex)
-                    .key(&k.exp)
-                    .arg(now)
-                    .arg(&k.member),
-            )
+            .run(OP, k.on(&scripts::TAKE).arg(now).arg(&k.member))
             .await?;
         let Some(raw) = raw else { return Ok(None) };
         let s = codec::decode_session(OP, jti.to_owned(), &raw)?;
@@ -689,26 +672,15 @@ where
             let n: i64 = self
                 .run(
                     OP,
-                    scripts::DELETE_ONE
-                        .key(&k.session)
-                        .key(&k.lex)
-                        .key(&k.exp)
+                    k.on(&scripts::DELETE_ONE)
                         .arg(&k.member)
                         .arg(self.keys.subject_prefix()),
                 )
                 .await?;
             return Ok(n > 0);
         }
-        let (raw, n): (Option<Vec<u8>>, i64) = self
-            .run(
-                OP,
-                scripts::DELETE
-                    .key(&k.session)
-                    .key(&k.lex)
-                    .key(&k.exp)
-                    .arg(&k.member),
-            )
-            .await?;
+        let (raw, n): (Option<Vec<u8>>, i64) =
+            self.run(OP, k.on(&scripts::DELETE).arg(&k.member)).await?;
         if let Some(s) = raw.and_then(|r| codec::decode_session(OP, jti.to_owned(), &r).ok()) {
             self.forget_in_subject(&s.sub, &k.member).await;
         }
