@@ -336,44 +336,35 @@ where
         validate::session(op, s)?;
         let now = unix_now();
         let k = self.keys.session(&s.jti);
-        if self.single() {
+        let single = self.single();
+        // Both save scripts take the same arguments.
+        let mut save = k.on(if single {
+            &scripts::SAVE_ONE
+        } else {
+            &scripts::SAVE
+        });
+        save.arg(codec::encode_session(s))
+            .arg(s.expires_at)
+            .arg(now)
+            .arg(&k.member)
+            .arg(if create { "1" } else { "0" });
+        if single {
             // One script; it still writes the subject index first.
-            let done: i64 = self
+            save.key(self.keys.subject(&s.sub));
+        } else {
+            // The subject index first: a session is never stored unindexed.
+            let _: i64 = self
                 .run(
                     op,
-                    k.on(&scripts::SAVE_ONE)
+                    scripts::SUBJECT_ADD
                         .key(self.keys.subject(&s.sub))
-                        .arg(codec::encode_session(s))
-                        .arg(s.expires_at)
                         .arg(now)
-                        .arg(&k.member)
-                        .arg(if create { "1" } else { "0" }),
+                        .arg(s.expires_at)
+                        .arg(&k.member),
                 )
                 .await?;
-            return Ok(done == 1);
         }
-        // The subject index first: a session is never stored unindexed.
-        let _: i64 = self
-            .run(
-                op,
-                scripts::SUBJECT_ADD
-                    .key(self.keys.subject(&s.sub))
-                    .arg(now)
-                    .arg(s.expires_at)
-                    .arg(&k.member),
-            )
-            .await?;
-        let done: i64 = self
-            .run(
-                op,
-                k.on(&scripts::SAVE)
-                    .arg(codec::encode_session(s))
-                    .arg(s.expires_at)
-                    .arg(now)
-                    .arg(&k.member)
-                    .arg(if create { "1" } else { "0" }),
-            )
-            .await?;
+        let done: i64 = self.run(op, &save).await?;
         Ok(done == 1)
     }
 }
