@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod clock;
 pub mod codec;
 pub mod crypto;
 pub mod error;
@@ -33,11 +34,13 @@ pub mod store;
 pub mod validate;
 pub mod vault;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{BoxError, Corruption, Result, StoreError};
 pub use keys::{KeyConfig, KeySource};
 pub use memory::MemoryStore;
 pub use record::{
-    Namespace, PeerJwks, Revocation, SessionPage, SessionRecord, StoreStats, UnixTime, unix_now,
+    Namespace, PeerJwks, Revocation, RevocationPage, SessionPage, SessionRecord, StoreStats,
+    UnixTime, unix_now,
 };
 pub use store::BrokerStore;
 pub use vault::{RekeyReport, Session, TokenVault, UserInfo};

@@ -6,9 +6,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
+use crate::clock::{Clock, system_clock};
 use crate::error::{Result, StoreError};
 use crate::record::{
-    Namespace, PeerJwks, Revocation, SessionPage, SessionRecord, StoreStats, unix_now,
+    Namespace, PeerJwks, Revocation, RevocationPage, SessionPage, SessionRecord, StoreStats,
+    UnixTime,
 };
 use crate::store::BrokerStore;
 use crate::validate;
@@ -28,10 +30,21 @@ use crate::validate;
 /// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
 /// # }
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryStore {
     namespace: Namespace,
     db: Arc<Mutex<HashMap<Namespace, Space>>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self {
+            namespace: Namespace::default(),
+            db: Arc::default(),
+            clock: system_clock(),
+        }
+    }
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -76,12 +89,14 @@ impl Space {
         Some(s)
     }
 
-    fn is_visible(&self, s: &SessionRecord, now: i64) -> bool {
-        s.is_live_at(now)
-            && !self
-                .revocations
-                .get(&s.sub)
-                .is_some_and(|r| r.hides(s.auth_time, now))
+    fn is_hidden(&self, s: &SessionRecord, now: UnixTime) -> bool {
+        self.revocations
+            .get(&s.sub)
+            .is_some_and(|r| r.hides(s.auth_time, now))
+    }
+
+    fn is_visible(&self, s: &SessionRecord, now: UnixTime) -> bool {
+        s.is_live_at(now) && !self.is_hidden(s, now)
     }
 
     fn live(&self, jti: &str, now: i64) -> Option<&SessionRecord> {
@@ -99,8 +114,14 @@ impl MemoryStore {
     pub fn with_namespace(&self, namespace: Namespace) -> Self {
         Self {
             namespace,
-            db: Arc::clone(&self.db),
+            ..self.clone()
         }
+    }
+
+    /// Decide every time question by `clock` (the system clock by default).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Run `f` on this namespace's data.
@@ -116,6 +137,14 @@ impl BrokerStore for MemoryStore {
         &self.namespace
     }
 
+    fn sibling(&self, namespace: Namespace) -> Arc<dyn BrokerStore> {
+        Arc::new(self.with_namespace(namespace))
+    }
+
+    fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.clock)
+    }
+
     async fn setup(&self) -> Result<()> {
         self.with(|_| ());
         Ok(())
@@ -127,7 +156,7 @@ impl BrokerStore for MemoryStore {
 
     async fn create_session(&self, session: &SessionRecord) -> Result<()> {
         validate::session("create_session", session)?;
-        let now = unix_now();
+        let now = self.clock.now();
         self.with(|space| {
             if space
                 .sessions
@@ -139,26 +168,36 @@ impl BrokerStore for MemoryStore {
                     what: "a session with this jti exists",
                 });
             }
-            space.insert(session.clone());
+            if !space.is_hidden(session, now) {
+                space.insert(session.clone());
+            }
             Ok(())
         })
     }
 
     async fn save_session(&self, session: &SessionRecord) -> Result<()> {
         validate::session("save_session", session)?;
-        self.with(|space| space.insert(session.clone()));
+        let now = self.clock.now();
+        self.with(|space| {
+            if space.is_hidden(session, now) {
+                // Never stored; an older session under this jti goes too.
+                space.remove(&session.jti);
+            } else {
+                space.insert(session.clone());
+            }
+        });
         Ok(())
     }
 
     async fn get_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
         validate::jti("get_session", jti)?;
-        let now = unix_now();
+        let now = self.clock.now();
         Ok(self.with(|space| space.live(jti, now).cloned()))
     }
 
     async fn take_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
         validate::jti("take_session", jti)?;
-        let now = unix_now();
+        let now = self.clock.now();
         Ok(self.with(|space| {
             space.live(jti, now)?;
             space.remove(jti)
@@ -201,21 +240,50 @@ impl BrokerStore for MemoryStore {
     }
 
     async fn purge_expired(&self) -> Result<u64> {
-        let now = unix_now();
+        let now = self.clock.now();
         Ok(self.with(|space| {
-            let expired: Vec<String> = space
+            let mut doomed: BTreeSet<String> = space
                 .by_expiry
                 .range(..(now + 1, String::new()))
                 .map(|(_, jti)| jti.clone())
                 .collect();
+            // Hidden sessions go with (here: before) every marker, kept or not.
+            for (sub, r) in &space.revocations {
+                let hidden = space.by_subject.get(sub).into_iter().flatten();
+                doomed.extend(
+                    hidden
+                        .filter(|j| space.sessions[*j].auth_time <= r.revoked_at)
+                        .cloned(),
+                );
+            }
+            let removed = doomed.iter().filter(|j| space.remove(j).is_some()).count();
             space.revocations.retain(|_, r| r.keep_until > now);
-            expired.iter().filter(|j| space.remove(j).is_some()).count() as u64
+            removed as u64
+        }))
+    }
+
+    async fn scan_revocations(&self, cursor: Option<&str>, limit: usize) -> Result<RevocationPage> {
+        validate::page_limit("scan_revocations", limit)?;
+        let now = self.clock.now();
+        Ok(self.with(|space| {
+            let mut kept: Vec<&Revocation> = space
+                .revocations
+                .values()
+                .filter(|r| r.keep_until > now && cursor.is_none_or(|c| r.sub.as_str() > c))
+                .collect();
+            kept.sort_by(|a, b| a.sub.cmp(&b.sub));
+            let more = kept.len() > limit;
+            kept.truncate(limit);
+            RevocationPage {
+                next: more.then(|| kept.last().map(|r| r.sub.clone())).flatten(),
+                revocations: kept.into_iter().cloned().collect(),
+            }
         }))
     }
 
     async fn scan_sessions(&self, cursor: Option<&str>, limit: usize) -> Result<SessionPage> {
         validate::page_limit("scan_sessions", limit)?;
-        let now = unix_now();
+        let now = self.clock.now();
         let start = cursor.map_or(Bound::Unbounded, |c| Bound::Excluded(c.to_owned()));
         Ok(self.with(|space| {
             let mut last = None;
@@ -298,7 +366,7 @@ impl BrokerStore for MemoryStore {
     }
 
     async fn stats(&self) -> Result<StoreStats> {
-        let now = unix_now();
+        let now = self.clock.now();
         Ok(self.with(|space| {
             let live: Vec<&SessionRecord> = space
                 .sessions
@@ -312,6 +380,7 @@ impl BrokerStore for MemoryStore {
                 subjects: Some(subjects.len() as u64),
                 peers: space.peers.len() as u64,
                 records: space.records.len() as u64,
+                revocations: space.revocations.len() as u64,
             }
         }))
     }

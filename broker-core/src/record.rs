@@ -42,8 +42,17 @@ impl SessionRecord {
 }
 
 /// "Log `sub` out everywhere at `revoked_at`": deletes the subject's sessions
-/// and hides any session of that subject with `auth_time <= revoked_at` saved
-/// later (a refresh that was in flight), until `keep_until`.
+/// and keeps a marker until `keep_until`, so that a session of that subject
+/// with `auth_time <= revoked_at` saved later (a refresh that was in flight)
+/// is never returned.
+///
+/// "Never" does not end with the marker: a store does not keep a session
+/// its marker hides (a save is refused, or the hidden session is deleted no
+/// later than the marker itself, see [`BrokerStore::purge_expired`]). So
+/// `keep_until` only bounds how long a refresh may stay in flight and still
+/// be caught; it is not how long the logout lasts.
+///
+/// [`BrokerStore::purge_expired`]: crate::BrokerStore::purge_expired
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
     /// The subject to log out.
@@ -61,11 +70,16 @@ impl Revocation {
 
     /// A revocation of `sub` now, kept for [`Self::DEFAULT_RETENTION_SECS`].
     pub fn now(sub: impl Into<String>) -> Self {
-        let now = unix_now();
+        Self::at(sub, unix_now())
+    }
+
+    /// A revocation of `sub` at `revoked_at`, kept for
+    /// [`Self::DEFAULT_RETENTION_SECS`] from then.
+    pub fn at(sub: impl Into<String>, revoked_at: UnixTime) -> Self {
         Self {
             sub: sub.into(),
-            revoked_at: now,
-            keep_until: now + Self::DEFAULT_RETENTION_SECS,
+            revoked_at,
+            keep_until: revoked_at + Self::DEFAULT_RETENTION_SECS,
         }
     }
 
@@ -94,6 +108,18 @@ pub struct PeerJwks {
     pub fetched_at: UnixTime,
 }
 
+/// One page of a revocation-marker scan ([`BrokerStore::scan_revocations`]),
+/// by subject; pass `next` back to get the following page.
+///
+/// [`BrokerStore::scan_revocations`]: crate::BrokerStore::scan_revocations
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevocationPage {
+    /// Markers still kept (`keep_until` after now), in subject order.
+    pub revocations: Vec<Revocation>,
+    /// Opaque cursor for the next page, `None` at the end.
+    pub next: Option<String>,
+}
+
 /// One page of a session scan; pass `next` back to get the following page.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionPage {
@@ -103,8 +129,10 @@ pub struct SessionPage {
     pub next: Option<String>,
 }
 
-/// Counts for operators (`brokerctl stats`).
+/// Counts for operators (`brokerctl stats`). Build one with
+/// `StoreStats::default()` and set the fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StoreStats {
     /// Sessions that get would return or that are revoked-but-stored.
     pub live_sessions: u64,
@@ -116,6 +144,8 @@ pub struct StoreStats {
     pub peers: u64,
     /// Create-once records (signing keys, key-derivation and key-check records).
     pub records: u64,
+    /// Revocation markers stored (kept or past their keep time but not yet purged).
+    pub revocations: u64,
 }
 
 /// A validated namespace: a table prefix, collection prefix, key prefix or

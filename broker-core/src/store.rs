@@ -10,8 +10,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::clock::{Clock, system_clock};
 use crate::error::Result;
-use crate::record::{Namespace, PeerJwks, Revocation, SessionPage, SessionRecord, StoreStats};
+use crate::record::{
+    Namespace, PeerJwks, Revocation, RevocationPage, SessionPage, SessionRecord, StoreStats,
+};
 
 /// Storage for a token broker's state in one namespace.
 ///
@@ -21,11 +24,40 @@ use crate::record::{Namespace, PeerJwks, Revocation, SessionPage, SessionRecord,
 /// [`Revocation`] of its subject hides it; reads return live sessions only,
 /// whether or not anything purged the others yet.
 ///
+/// # Revocation never wears off
+///
+/// A kept revocation marker of `sub` *hides* every session of `sub` with
+/// `auth_time <= revoked_at`. A store never lets a hidden session become
+/// visible again, not even once the marker is forgotten:
+/// - a save or create of a session a kept marker hides is not stored (it
+///   returns `Ok`, as the session is simply never returned), where the
+///   backend can check the marker atomically with the write;
+/// - where it cannot (a revoke racing a save on another connection), the
+///   session may be stored, is hidden from every read while the marker is
+///   kept, and [`BrokerStore::purge_expired`] deletes it no later than, and
+///   atomically with or before, the marker itself.
+///
+/// So the marker's `keep_until` bounds only how long a refresh may stay in
+/// flight (take, then save) and still be caught; it is not a security
+/// parameter of what is stored.
+///
 /// The trait is object safe: hold stores as `Arc<dyn BrokerStore>`.
 #[async_trait]
 pub trait BrokerStore: fmt::Debug + Send + Sync + 'static {
     /// The namespace this store reads and writes (bound into every sealed blob).
     fn namespace(&self) -> &Namespace;
+
+    /// A store on the same database, sharing this one's pool, client or
+    /// handle (and settings such as clock and timeouts), under `namespace`.
+    /// Not set up yet: call [`BrokerStore::setup`] before use.
+    fn sibling(&self, namespace: Namespace) -> Arc<dyn BrokerStore>;
+
+    /// The clock this store decides expiry and revocation by; the vault
+    /// dates revocations with it. The system clock unless the store was
+    /// given another.
+    fn clock(&self) -> Arc<dyn Clock> {
+        system_clock()
+    }
 
     /// Create tables, indexes or trees. Idempotent and safe to call from
     /// many tasks and processes at once.
@@ -36,9 +68,11 @@ pub trait BrokerStore: fmt::Debug + Send + Sync + 'static {
 
     /// Insert a new session; a live session with the same `jti` is a
     /// [`StoreError::Conflict`](crate::StoreError::Conflict) and stays unchanged.
+    /// A session a kept revocation hides is not stored (see the trait docs).
     async fn create_session(&self, session: &SessionRecord) -> Result<()>;
 
-    /// Insert or replace the session with this `jti` (every field).
+    /// Insert or replace the session with this `jti` (every field). A
+    /// session a kept revocation hides is not stored (see the trait docs).
     async fn save_session(&self, session: &SessionRecord) -> Result<()>;
 
     /// The live session with this `jti`, if any.
@@ -58,18 +92,28 @@ pub trait BrokerStore: fmt::Debug + Send + Sync + 'static {
 
     /// Delete every session of `revocation.sub` and remember the revocation
     /// until `keep_until`, so a session of that subject saved later with
-    /// `auth_time <= revoked_at` is never returned. Returns how many
-    /// sessions were deleted.
+    /// `auth_time <= revoked_at` is never returned (the boundary is
+    /// inclusive). A revocation of a subject already revoked merges into
+    /// the marker: the later `revoked_at` and the later `keep_until` win, so
+    /// it only ever widens. Returns how many sessions were deleted.
     async fn revoke_subject(&self, revocation: &Revocation) -> Result<u64>;
 
-    /// Remove expired sessions (and forgotten revocations) in bounded
-    /// batches; returns how many sessions were removed.
+    /// In bounded batches: remove expired sessions, remove every stored
+    /// session a kept revocation hides, and forget the markers whose
+    /// `keep_until` has passed, each only together with or after the
+    /// sessions it hides, so forgetting a marker never revives one. Returns
+    /// how many sessions were removed.
     async fn purge_expired(&self) -> Result<u64>;
 
     /// One page of at most `limit` live sessions after `cursor` (`None` for
     /// the first page). Paging to the end returns every session that was
     /// live throughout exactly once, in bounded memory.
     async fn scan_sessions(&self, cursor: Option<&str>, limit: usize) -> Result<SessionPage>;
+
+    /// One page of at most `limit` kept revocation markers after `cursor`
+    /// (`None` for the first page), in subject order; for migrations, which
+    /// copy them so no revoked session comes back on the new store.
+    async fn scan_revocations(&self, cursor: Option<&str>, limit: usize) -> Result<RevocationPage>;
 
     /// Store `value` under `name` unless a value is there already; returns
     /// the stored value (ours or the earlier winner's). Of racing callers
@@ -117,6 +161,12 @@ impl<S: BrokerStore + ?Sized> BrokerStore for Arc<S> {
     fn namespace(&self) -> &Namespace {
         (**self).namespace()
     }
+    fn sibling(&self, namespace: Namespace) -> Arc<dyn BrokerStore> {
+        (**self).sibling(namespace)
+    }
+    fn clock(&self) -> Arc<dyn Clock> {
+        (**self).clock()
+    }
     async fn setup(&self) -> Result<()> {
         (**self).setup().await
     }
@@ -154,6 +204,9 @@ impl<S: BrokerStore + ?Sized> BrokerStore for Arc<S> {
     }
     async fn scan_sessions(&self, cursor: Option<&str>, limit: usize) -> Result<SessionPage> {
         (**self).scan_sessions(cursor, limit).await
+    }
+    async fn scan_revocations(&self, cursor: Option<&str>, limit: usize) -> Result<RevocationPage> {
+        (**self).scan_revocations(cursor, limit).await
     }
     async fn create_record(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
         (**self).create_record(name, value).await

@@ -536,14 +536,16 @@ impl TokenVault {
         self.store.delete_session(jti).await
     }
 
-    /// Log `sub` out everywhere now: returns how many sessions were removed.
-    /// A refresh in flight cannot bring a session back.
+    /// Log `sub` out everywhere now (by the store's clock): returns how many
+    /// sessions were removed. A refresh in flight cannot bring a session
+    /// back, then or ever.
     #[tracing::instrument(skip_all, name = "vault.revoke_subject")]
     pub async fn revoke_subject(&self, sub: &str) -> Result<u64> {
-        self.store.revoke_subject(&Revocation::now(sub)).await
+        let now = self.store.clock().now();
+        self.store.revoke_subject(&Revocation::at(sub, now)).await
     }
 
-    /// Remove expired sessions; returns how many.
+    /// Remove expired sessions and those a revocation hides; returns how many.
     #[tracing::instrument(skip_all, name = "vault.purge_expired")]
     pub async fn purge_expired(&self) -> Result<u64> {
         self.store.purge_expired().await

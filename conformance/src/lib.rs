@@ -77,6 +77,16 @@ pub trait StoreFactory: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Rule 18: restart the database server the stores talk to, as a crash
+    /// would (stop without a clean shutdown, stay down a moment, start),
+    /// and return once it accepts connections again, with how long it was
+    /// down. `Ok(None)`: this factory cannot restart its server (the case
+    /// is skipped visibly). Run the restart case in a test binary of its
+    /// own ([`restart_suite!`]): it disturbs every other test on the server.
+    async fn restart_server(&self) -> Result<Option<std::time::Duration>, StoreError> {
+        Ok(None)
+    }
+
     /// Remove everything stored under `namespace`; called after each case.
     /// Must never touch another namespace. The default opens a store on it
     /// and calls [`BrokerStore::drop_namespace`].
@@ -170,6 +180,14 @@ impl Ctx {
         ns
     }
 
+    /// Another store object on this case's namespace, from the factory
+    /// (for a server backend: its own pool or client), set up.
+    pub async fn open_again(&self) -> Result<Arc<dyn BrokerStore>, Failure> {
+        let store = self.factory.open(self.namespace()).await?;
+        store.setup().await?;
+        Ok(store)
+    }
+
     /// A store on a fresh namespace, set up.
     pub async fn open_extra(&self) -> Result<Arc<dyn BrokerStore>, Failure> {
         let ns = self.extra_namespace();
@@ -236,6 +254,7 @@ where
         };
         let case = CASES
             .iter()
+            .chain([&cases::RESTART])
             .find(|c| c.name == name)
             .unwrap_or_else(|| panic!("no conformance case named {name}"));
         let factory: Arc<dyn StoreFactory> = Arc::new(factory);
@@ -266,6 +285,7 @@ macro_rules! test_suite {
             rule_02_store_from_existing_handle_shares_data_and_leaves_it_open
             rule_03_namespaces_are_isolated
             rule_03_drop_namespace_removes_it_and_nothing_else
+            rule_03_drop_namespace_removes_revocations
             rule_04_save_then_get_returns_exactly_what_was_saved
             rule_04_hostile_keys_are_stored_literally
             rule_04_vault_round_trips_unicode_empty_and_16k
@@ -277,10 +297,17 @@ macro_rules! test_suite {
             rule_07_session_expiring_while_stored_is_gone
             rule_08_delete_is_idempotent_and_reports
             rule_09_take_is_atomic_under_64_takers
+            rule_09_take_is_atomic_across_store_objects
             rule_10_revoke_removes_exactly_that_subject
             rule_10_revocation_beats_refresh_in_flight
+            rule_10_revocation_outlives_its_marker
+            rule_10_boundary_is_inclusive
+            rule_10_later_revocation_only_widens
+            rule_10_revoke_racing_save_on_another_store_object
             rule_11_purge_removes_only_expired
+            rule_11_purge_forgets_markers_past_their_keep_time
             rule_12_scan_returns_every_live_session_once
+            rule_12_scan_while_sessions_change
             rule_13_create_once_has_one_winner
             rule_13_signing_key_has_one_winner
             rule_14_replace_is_explicit_compare_and_set
@@ -295,6 +322,20 @@ macro_rules! test_suite {
             rule_21_wrong_key_or_passphrase_fails_at_open
             rule_22_rotation_keeps_old_blobs_and_rekey_moves_them
         );
+    };
+}
+
+/// Expands to the rule-18 case (`rule_18_server_restart_loses_nothing`)
+/// as one `#[test]`, for a test binary of its own: the case restarts the
+/// server through [`StoreFactory::restart_server`], which would disturb
+/// the other cases running in parallel.
+#[macro_export]
+macro_rules! restart_suite {
+    ($make:path) => {
+        #[test]
+        fn rule_18_server_restart_loses_nothing() {
+            $crate::run_named_blocking("rule_18_server_restart_loses_nothing", $make);
+        }
     };
 }
 

@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use broker_core::{
-    BrokerStore, MemoryStore, Namespace, PeerJwks, Result, Revocation, SessionPage, SessionRecord,
-    StoreStats,
+    BrokerStore, MemoryStore, Namespace, PeerJwks, Result, Revocation, RevocationPage, SessionPage,
+    SessionRecord, StoreStats,
 };
 
 /// One planted bug.
@@ -59,6 +59,25 @@ pub enum Mutant {
     ReplaceIgnoresExpected,
     /// peers are appended, not upserted (rule 15).
     PeersAppend,
+    /// take is get-then-delete under a lock of its store object: atomic
+    /// for takers sharing one object, not across objects (rule 9).
+    TakeAtomicPerObject,
+    /// the pre-2026-12 revocation: a marker hides sessions saved later only
+    /// while it is kept, and purge forgets it, so they come back (rule 10).
+    RevocationWearsOff,
+    /// a revocation hides `auth_time < revoked_at` only (rule 10).
+    RevocationBoundaryExclusive,
+    /// a second revocation of a subject replaces the first, narrowing it (rule 10).
+    RevocationReplaces,
+    /// save and revoke are atomic against each other only within one store
+    /// object (rule 10).
+    RevokeAtomicPerObject,
+    /// purge keeps revocation markers past their keep time (rule 11).
+    PurgeKeepsMarkers,
+    /// drop_namespace leaves the revocation markers behind (rule 3).
+    DropKeepsMarkers,
+    /// scan pages by offset, so writes during a scan shift it (rule 12).
+    ScanByOffset,
 }
 
 impl Mutant {
@@ -75,6 +94,14 @@ impl Mutant {
         Mutant::SaveKeepsOldSubject,
         Mutant::ReplaceIgnoresExpected,
         Mutant::PeersAppend,
+        Mutant::TakeAtomicPerObject,
+        Mutant::RevocationWearsOff,
+        Mutant::RevocationBoundaryExclusive,
+        Mutant::RevocationReplaces,
+        Mutant::RevokeAtomicPerObject,
+        Mutant::PurgeKeepsMarkers,
+        Mutant::DropKeepsMarkers,
+        Mutant::ScanByOffset,
     ];
 
     /// The kebab-case name, e.g. `"take-is-get-then-delete"`.
@@ -91,6 +118,14 @@ impl Mutant {
             Mutant::SaveKeepsOldSubject => "save-keeps-old-subject",
             Mutant::ReplaceIgnoresExpected => "replace-ignores-expected",
             Mutant::PeersAppend => "peers-append",
+            Mutant::TakeAtomicPerObject => "take-atomic-per-object",
+            Mutant::RevocationWearsOff => "revocation-wears-off",
+            Mutant::RevocationBoundaryExclusive => "revocation-boundary-exclusive",
+            Mutant::RevocationReplaces => "revocation-replaces",
+            Mutant::RevokeAtomicPerObject => "revoke-atomic-per-object",
+            Mutant::PurgeKeepsMarkers => "purge-keeps-markers",
+            Mutant::DropKeepsMarkers => "drop-keeps-markers",
+            Mutant::ScanByOffset => "scan-by-offset",
         }
     }
 
@@ -109,9 +144,42 @@ impl Mutant {
             mutant: self,
             shadow: Mutex::default(),
             peers: Mutex::default(),
+            revoked: Mutex::default(),
+            object_lock: tokio::sync::Mutex::new(()),
         })
     }
+
+    /// Whether revocation is the wrapper's own (markers kept as records of
+    /// the inner store, shared by every object on it), with the old bugs.
+    fn legacy_revocation(self) -> Option<Legacy> {
+        let legacy = |hide_on_read, refuse_save, merge| Legacy {
+            hide_on_read,
+            refuse_save,
+            merge,
+        };
+        match self {
+            Mutant::RevocationWearsOff => Some(legacy(true, false, true)),
+            Mutant::RevocationReplaces => Some(legacy(true, false, false)),
+            Mutant::RevokeAtomicPerObject => Some(legacy(false, true, true)),
+            _ => None,
+        }
+    }
 }
+
+/// How a wrapper-side ("legacy") revocation behaves.
+#[derive(Debug, Clone, Copy)]
+struct Legacy {
+    /// Reads skip sessions a kept marker hides.
+    hide_on_read: bool,
+    /// A save or create a kept marker hides is dropped (checked under the
+    /// store object's own lock only).
+    refuse_save: bool,
+    /// A second revocation merges into the first (else replaces it).
+    merge: bool,
+}
+
+/// Record-name prefix of a legacy marker.
+const LEGACY_MARKER: &str = "mutant.revoked.";
 
 #[derive(Debug)]
 struct Faulty {
@@ -119,6 +187,10 @@ struct Faulty {
     mutant: Mutant,
     shadow: Mutex<HashMap<String, SessionRecord>>,
     peers: Mutex<Vec<PeerJwks>>,
+    /// Every revocation this object passed on (to re-plant markers).
+    revoked: Mutex<Vec<Revocation>>,
+    /// The per-object lock of `TakeAtomicPerObject` and `RevokeAtomicPerObject`.
+    object_lock: tokio::sync::Mutex<()>,
 }
 
 impl Faulty {
@@ -129,12 +201,135 @@ impl Faulty {
     fn peers(&self) -> MutexGuard<'_, Vec<PeerJwks>> {
         self.peers.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    fn revoked(&self) -> MutexGuard<'_, Vec<Revocation>> {
+        self.revoked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Plant every revocation this object passed on again, kept for an hour.
+    async fn replant_markers(&self) -> Result<()> {
+        let now = self.inner.clock().now();
+        let planted = self.revoked().clone();
+        for r in planted {
+            let kept = Revocation {
+                keep_until: now + 3600,
+                ..r
+            };
+            self.inner.revoke_subject(&kept).await?;
+        }
+        Ok(())
+    }
+
+    /// The legacy marker of `sub`, if kept.
+    async fn legacy_marker(&self, sub: &str) -> Result<Option<Revocation>> {
+        let Some(bytes) = self
+            .inner
+            .get_record(&format!("{LEGACY_MARKER}{sub}"))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Ok(times) = <[u8; 16]>::try_from(bytes.as_slice()) else {
+            return Ok(None); // forgotten
+        };
+        let r = Revocation {
+            sub: sub.to_owned(),
+            revoked_at: i64::from_be_bytes(times[..8].try_into().expect("8 bytes")),
+            keep_until: i64::from_be_bytes(times[8..].try_into().expect("8 bytes")),
+        };
+        Ok((r.keep_until > self.inner.clock().now()).then_some(r))
+    }
+
+    async fn legacy_hidden(&self, s: &SessionRecord) -> Result<bool> {
+        let now = self.inner.clock().now();
+        Ok(self
+            .legacy_marker(&s.sub)
+            .await?
+            .is_some_and(|r| r.hides(s.auth_time, now)))
+    }
+
+    /// Every session of the inner store (small test data only).
+    async fn all_sessions(&self) -> Result<Vec<SessionRecord>> {
+        let mut all = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.inner.scan_sessions(cursor.as_deref(), 10_000).await?;
+            all.extend(page.sessions);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    async fn legacy_revoke(&self, legacy: Legacy, r: &Revocation) -> Result<u64> {
+        let _lock = self.object_lock.lock().await;
+        let name = format!("{LEGACY_MARKER}{}", r.sub);
+        let mut merged = r.clone();
+        if legacy.merge
+            && let Some(old) = self.legacy_marker(&r.sub).await?
+        {
+            merged.merge(&old);
+        }
+        let mut value = merged.revoked_at.to_be_bytes().to_vec();
+        value.extend(merged.keep_until.to_be_bytes());
+        let stored = self.inner.create_record(&name, &value).await?;
+        self.inner.replace_record(&name, &stored, &value).await?;
+        let mut n = 0;
+        for s in self.all_sessions().await?.iter().filter(|s| s.sub == r.sub) {
+            n += u64::from(self.inner.delete_session(&s.jti).await?);
+        }
+        Ok(n)
+    }
+
+    /// Save through the legacy revocation: dropped if refused.
+    async fn legacy_put(&self, legacy: Legacy, s: &SessionRecord, create: bool) -> Result<()> {
+        let _lock = self.object_lock.lock().await;
+        if legacy.refuse_save && self.legacy_hidden(s).await? {
+            return Ok(());
+        }
+        // The gap between check and write that only the object lock covers.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if create {
+            self.inner.create_session(s).await
+        } else {
+            self.inner.save_session(s).await
+        }
+    }
+
+    /// `found` unless a legacy marker hides it on read.
+    async fn legacy_visible(&self, found: Option<SessionRecord>) -> Result<Option<SessionRecord>> {
+        match (self.mutant.legacy_revocation(), found) {
+            (Some(l), Some(s)) if l.hide_on_read && self.legacy_hidden(&s).await? => Ok(None),
+            (_, found) => Ok(found),
+        }
+    }
+
+    async fn scan_by_offset(&self, cursor: Option<&str>, limit: usize) -> Result<SessionPage> {
+        let offset = cursor
+            .and_then(|c| c.strip_prefix('@'))
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0);
+        let all = self.all_sessions().await?;
+        let sessions: Vec<SessionRecord> = all.iter().skip(offset).take(limit).cloned().collect();
+        let end = offset + sessions.len();
+        Ok(SessionPage {
+            next: (end < all.len()).then(|| format!("@{end}")),
+            sessions,
+        })
+    }
 }
 
 #[async_trait]
 impl BrokerStore for Faulty {
     fn namespace(&self) -> &Namespace {
         self.inner.namespace()
+    }
+    fn sibling(&self, namespace: Namespace) -> Arc<dyn BrokerStore> {
+        self.mutant.wrap(self.inner.with_namespace(namespace))
+    }
+    fn clock(&self) -> Arc<dyn broker_core::Clock> {
+        self.inner.clock()
     }
     async fn setup(&self) -> Result<()> {
         self.inner.setup().await
@@ -144,6 +339,9 @@ impl BrokerStore for Faulty {
     }
     async fn create_session(&self, s: &SessionRecord) -> Result<()> {
         self.shadow().insert(s.jti.clone(), s.clone());
+        if let Some(legacy) = self.mutant.legacy_revocation() {
+            return self.legacy_put(legacy, s, true).await;
+        }
         if self.mutant == Mutant::CreateSessionUpserts {
             return self.inner.save_session(s).await;
         }
@@ -151,6 +349,9 @@ impl BrokerStore for Faulty {
     }
     async fn save_session(&self, s: &SessionRecord) -> Result<()> {
         self.shadow().insert(s.jti.clone(), s.clone());
+        if let Some(legacy) = self.mutant.legacy_revocation() {
+            return self.legacy_put(legacy, s, false).await;
+        }
         if self.mutant == Mutant::SaveKeepsOldSubject
             && let Some(old) = self.inner.get_session(&s.jti).await?
         {
@@ -169,7 +370,7 @@ impl BrokerStore for Faulty {
         if self.mutant == Mutant::GetReturnsExpired && found.is_none() {
             return Ok(self.shadow().get(jti).cloned());
         }
-        Ok(found)
+        self.legacy_visible(found).await
     }
     async fn take_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
         self.shadow().remove(jti);
@@ -178,6 +379,23 @@ impl BrokerStore for Faulty {
             tokio::time::sleep(Duration::from_millis(5)).await;
             self.inner.delete_session(jti).await?;
             return Ok(found);
+        }
+        if self.mutant == Mutant::TakeAtomicPerObject {
+            let _lock = self.object_lock.lock().await;
+            let found = self.inner.get_session(jti).await?;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            self.inner.delete_session(jti).await?;
+            return Ok(found);
+        }
+        if let Some(legacy) = self.mutant.legacy_revocation()
+            && legacy.hide_on_read
+        {
+            let Some(s) = self.inner.get_session(jti).await? else {
+                return Ok(None);
+            };
+            if self.legacy_hidden(&s).await? {
+                return Ok(None);
+            }
         }
         self.inner.take_session(jti).await
     }
@@ -203,7 +421,20 @@ impl BrokerStore for Faulty {
                 }
                 Ok(n)
             }
-            _ => self.inner.revoke_subject(r).await,
+            Mutant::RevocationBoundaryExclusive => {
+                let narrower = Revocation {
+                    revoked_at: r.revoked_at - 1,
+                    ..r.clone()
+                };
+                self.inner.revoke_subject(&narrower).await
+            }
+            m => {
+                if let Some(legacy) = m.legacy_revocation() {
+                    return self.legacy_revoke(legacy, r).await;
+                }
+                self.revoked().push(r.clone());
+                self.inner.revoke_subject(r).await
+            }
         }
     }
     async fn purge_expired(&self) -> Result<u64> {
@@ -214,16 +445,69 @@ impl BrokerStore for Faulty {
             }
             return Ok(self.inner.purge_expired().await? + page.sessions.len() as u64);
         }
-        self.inner.purge_expired().await
+        let purged = self.inner.purge_expired().await?;
+        if self.mutant == Mutant::PurgeKeepsMarkers {
+            self.replant_markers().await?;
+        }
+        if self.mutant.legacy_revocation().is_some() {
+            // Forget legacy markers past their keep time (and nothing else).
+            let now = self.inner.clock().now();
+            for (name, value) in self.inner.list_records().await? {
+                if let Some(sub) = name.strip_prefix(LEGACY_MARKER)
+                    && value.len() == 16
+                    && self
+                        .legacy_marker(sub)
+                        .await?
+                        .is_none_or(|r| r.keep_until <= now)
+                {
+                    self.inner.replace_record(&name, &value, &[0]).await?;
+                }
+            }
+        }
+        Ok(purged)
     }
     async fn scan_sessions(&self, cursor: Option<&str>, limit: usize) -> Result<SessionPage> {
+        if self.mutant == Mutant::ScanByOffset {
+            return self.scan_by_offset(cursor, limit).await;
+        }
         let mut page = self.inner.scan_sessions(cursor, limit).await?;
+        if let Some(legacy) = self.mutant.legacy_revocation()
+            && legacy.hide_on_read
+        {
+            let mut visible = Vec::with_capacity(page.sessions.len());
+            for s in page.sessions {
+                if !self.legacy_hidden(&s).await? {
+                    visible.push(s);
+                }
+            }
+            page.sessions = visible;
+        }
         if self.mutant == Mutant::ScanRepeatsLastOfPage
             && let (Some(_), Some(last)) = (&page.next, page.sessions.len().checked_sub(2))
         {
             page.next = Some(page.sessions[last].jti.clone());
         }
         Ok(page)
+    }
+    async fn scan_revocations(&self, cursor: Option<&str>, limit: usize) -> Result<RevocationPage> {
+        if self.mutant.legacy_revocation().is_some() {
+            let mut kept = Vec::new();
+            for (name, _) in self.inner.list_records().await? {
+                if let Some(sub) = name.strip_prefix(LEGACY_MARKER)
+                    && cursor.is_none_or(|c| sub > c)
+                    && let Some(r) = self.legacy_marker(sub).await?
+                {
+                    kept.push(r);
+                }
+            }
+            let more = kept.len() > limit;
+            kept.truncate(limit);
+            return Ok(RevocationPage {
+                next: more.then(|| kept.last().map(|r| r.sub.clone())).flatten(),
+                revocations: kept,
+            });
+        }
+        self.inner.scan_revocations(cursor, limit).await
     }
     async fn create_record(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
         if self.mutant == Mutant::CreateOnceOverwrites
@@ -269,6 +553,10 @@ impl BrokerStore for Faulty {
         self.inner.stats().await
     }
     async fn drop_namespace(&self) -> Result<()> {
-        self.inner.drop_namespace().await
+        self.inner.drop_namespace().await?;
+        if self.mutant == Mutant::DropKeepsMarkers {
+            self.replant_markers().await?;
+        }
+        Ok(())
     }
 }

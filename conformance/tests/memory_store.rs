@@ -8,10 +8,10 @@ use broker_core::{BrokerStore, MemoryStore};
 use common::MemoryFactory;
 
 async fn factory() -> Option<MemoryFactory<fn(MemoryStore) -> Arc<dyn BrokerStore>>> {
-    Some(MemoryFactory {
-        db: MemoryStore::new(),
-        wrap: |store| Arc::new(store),
-    })
+    Some(MemoryFactory::new(|store| {
+        Arc::new(store) as Arc<dyn BrokerStore>
+    }))
 }
 
 conformance::test_suite!(factory);
+conformance::restart_suite!(factory);

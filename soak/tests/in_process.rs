@@ -15,8 +15,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use broker_core::crypto::EncryptionKey;
 use broker_core::{
-    BrokerStore, KeyConfig, MemoryStore, Namespace, PeerJwks, Result, Revocation, SessionPage,
-    SessionRecord, StoreStats, TokenVault, unix_now,
+    BrokerStore, KeyConfig, MemoryStore, Namespace, PeerJwks, Result, Revocation, RevocationPage,
+    SessionPage, SessionRecord, StoreStats, TokenVault, unix_now,
 };
 use broker_soak::check::{Report, ViolationKind};
 use broker_soak::log::{read_log_dir, wall_ns_now};
@@ -65,6 +65,9 @@ impl Faulty {
 impl BrokerStore for Faulty {
     fn namespace(&self) -> &Namespace {
         self.inner.namespace()
+    }
+    fn sibling(&self, namespace: Namespace) -> Arc<dyn BrokerStore> {
+        self.inner.sibling(namespace)
     }
     async fn setup(&self) -> Result<()> {
         self.inner.setup().await
@@ -125,6 +128,9 @@ impl BrokerStore for Faulty {
     }
     async fn scan_sessions(&self, cursor: Option<&str>, limit: usize) -> Result<SessionPage> {
         self.inner.scan_sessions(cursor, limit).await
+    }
+    async fn scan_revocations(&self, cursor: Option<&str>, limit: usize) -> Result<RevocationPage> {
+        self.inner.scan_revocations(cursor, limit).await
     }
     async fn create_record(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
         self.inner.create_record(name, value).await

@@ -28,13 +28,15 @@ mod error;
 
 use std::fmt;
 use std::future::IntoFuture;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use broker_core::clock::{Clock, system_clock};
 use broker_core::validate;
 use broker_core::{
-    BrokerStore, Corruption, Namespace, PeerJwks, Result, Revocation, SessionPage, SessionRecord,
-    StoreError, StoreStats, UnixTime, unix_now,
+    BrokerStore, Corruption, Namespace, PeerJwks, Result, Revocation, RevocationPage, SessionPage,
+    SessionRecord, StoreError, StoreStats, UnixTime,
 };
 use futures::TryStreamExt;
 use mongodb::bson::spec::BinarySubtype;
@@ -76,6 +78,7 @@ pub struct MongoStore {
     records: Collection<RecordDoc>,
     peers: Collection<PeerDoc>,
     op_timeout: Option<Duration>,
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for MongoStore {
@@ -205,7 +208,12 @@ impl MongoStore {
     /// # }
     /// ```
     pub fn new(db: Database) -> Self {
-        Self::build(db, Namespace::default(), Some(DEFAULT_OPERATION_TIMEOUT))
+        Self::build(
+            db,
+            Namespace::default(),
+            Some(DEFAULT_OPERATION_TIMEOUT),
+            system_clock(),
+        )
     }
 
     /// The same as [`MongoStore::new`], under the name py-oidc-auth users
@@ -261,7 +269,14 @@ impl MongoStore {
 
     /// The same store under another namespace (collection prefix).
     pub fn with_namespace(self, namespace: Namespace) -> Self {
-        Self::build(self.db, namespace, self.op_timeout)
+        Self::build(self.db, namespace, self.op_timeout, self.clock)
+    }
+
+    /// Decide expiry and revocation by `clock` (default: the system clock of
+    /// this process; times are part of each query).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Bound every operation to `timeout` (`None`: rely on the driver's own
@@ -284,7 +299,12 @@ impl MongoStore {
         collection_names(&self.namespace)
     }
 
-    fn build(db: Database, namespace: Namespace, op_timeout: Option<Duration>) -> Self {
+    fn build(
+        db: Database,
+        namespace: Namespace,
+        op_timeout: Option<Duration>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let [sessions, revocations, records, peers] = collection_names(&namespace);
         Self {
             sessions: db.collection(&sessions),
@@ -294,6 +314,7 @@ impl MongoStore {
             namespace,
             db,
             op_timeout,
+            clock,
         }
     }
 
@@ -391,6 +412,14 @@ impl BrokerStore for MongoStore {
         &self.namespace
     }
 
+    fn sibling(&self, namespace: Namespace) -> Arc<dyn BrokerStore> {
+        Arc::new(self.clone().with_namespace(namespace))
+    }
+
+    fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.clock)
+    }
+
     async fn setup(&self) -> Result<()> {
         const OP: &str = "setup";
         let ttl = |name: &str, field: &str| {
@@ -442,7 +471,7 @@ impl BrokerStore for MongoStore {
     async fn create_session(&self, session: &SessionRecord) -> Result<()> {
         const OP: &str = "create_session";
         validate::session(OP, session)?;
-        let now = unix_now();
+        let now = self.clock.now();
         // One statement: replace the session of this jti only if it has
         // expired, inserting it if there is none. A live session makes the
         // filter miss and the upsert's insert collide on `_id`.
@@ -478,7 +507,7 @@ impl BrokerStore for MongoStore {
     async fn get_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
         const OP: &str = "get_session";
         validate::jti(OP, jti)?;
-        let now = unix_now();
+        let now = self.clock.now();
         Ok(match self.find_live(OP, jti, now).await? {
             Some((found, revocation))
                 if !revocation
@@ -494,7 +523,7 @@ impl BrokerStore for MongoStore {
     async fn take_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
         const OP: &str = "take_session";
         validate::jti(OP, jti)?;
-        let now = unix_now();
+        let now = self.clock.now();
         // Read first: a session hidden by a revocation is left in place, as
         // the reference store does.
         let Some((found, revocation)) = self.find_live(OP, jti, now).await? else {
@@ -583,7 +612,7 @@ impl BrokerStore for MongoStore {
 
     async fn purge_expired(&self) -> Result<u64> {
         const OP: &str = "purge_expired";
-        let now = date(unix_now());
+        let now = date(self.clock.now());
         let expired = doc! { "expires_at": { "$lte": now } };
         let ids = self.sessions.clone_with_type::<Document>();
         let mut removed = 0;
@@ -622,7 +651,7 @@ impl BrokerStore for MongoStore {
         self.run(
             OP,
             self.revocations
-                .delete_many(doc! { "keep_until": { "$lte": unix_now() } }),
+                .delete_many(doc! { "keep_until": { "$lte": self.clock.now() } }),
         )
         .await?;
         Ok(removed)
@@ -631,7 +660,7 @@ impl BrokerStore for MongoStore {
     async fn scan_sessions(&self, cursor: Option<&str>, limit: usize) -> Result<SessionPage> {
         const OP: &str = "scan_sessions";
         validate::page_limit(OP, limit)?;
-        let now = unix_now();
+        let now = self.clock.now();
         let mut filter = doc! { "expires_at": { "$gt": date(now) } };
         if let Some(after) = cursor {
             filter.insert("_id", doc! { "$gt": after });
@@ -680,6 +709,37 @@ impl BrokerStore for MongoStore {
             }
         }
         Ok(SessionPage { sessions, next })
+    }
+
+    async fn scan_revocations(&self, cursor: Option<&str>, limit: usize) -> Result<RevocationPage> {
+        const OP: &str = "scan_revocations";
+        validate::page_limit(OP, limit)?;
+        let mut filter = doc! { "keep_until": { "$gt": self.clock.now() } };
+        if let Some(after) = cursor {
+            validate::sub(OP, after)?;
+            filter.insert("_id", doc! { "$gt": after });
+        }
+        let found = self
+            .run(
+                OP,
+                self.revocations
+                    .find(filter)
+                    .sort(doc! { "_id": 1 })
+                    .limit(limit as i64 + 1),
+            )
+            .await?;
+        let docs: Vec<RevocationDoc> = self.run(OP, found.try_collect()).await?;
+        let mut revocations: Vec<Revocation> = docs
+            .into_iter()
+            .map(RevocationDoc::into_revocation)
+            .collect();
+        let next = if revocations.len() > limit {
+            revocations.truncate(limit);
+            revocations.last().map(|r| r.sub.clone())
+        } else {
+            None
+        };
+        Ok(RevocationPage { revocations, next })
     }
 
     async fn create_record(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
@@ -806,7 +866,7 @@ impl BrokerStore for MongoStore {
 
     async fn stats(&self) -> Result<StoreStats> {
         const OP: &str = "stats";
-        let now = date(unix_now());
+        let now = date(self.clock.now());
         let live = doc! { "expires_at": { "$gt": now } };
         let live_sessions = self
             .run(OP, self.sessions.count_documents(live.clone()))
@@ -839,12 +899,16 @@ impl BrokerStore for MongoStore {
         };
         let peers = self.run(OP, self.peers.count_documents(doc! {})).await?;
         let records = self.run(OP, self.records.count_documents(doc! {})).await?;
-        Ok(StoreStats {
-            live_sessions,
-            expired_sessions,
-            subjects: Some(subjects),
-            peers,
-            records,
-        })
+        let revocations = self
+            .run(OP, self.revocations.count_documents(doc! {}))
+            .await?;
+        let mut stats = StoreStats::default();
+        stats.live_sessions = live_sessions;
+        stats.expired_sessions = expired_sessions;
+        stats.subjects = Some(subjects);
+        stats.peers = peers;
+        stats.records = records;
+        stats.revocations = revocations;
+        Ok(stats)
     }
 }

@@ -75,9 +75,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use broker_core::clock::{Clock, system_clock};
 use broker_core::{
-    BrokerStore, Namespace, PeerJwks, Result, Revocation, SessionPage, SessionRecord, StoreError,
-    StoreStats, unix_now, validate,
+    BrokerStore, Namespace, PeerJwks, Result, Revocation, RevocationPage, SessionPage,
+    SessionRecord, StoreError, StoreStats, validate,
 };
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
@@ -152,6 +153,7 @@ pub struct PostgresStore {
     names: Arc<Names>,
     sql: Arc<Statements>,
     timeout: Duration,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -187,6 +189,7 @@ impl PostgresStore {
             names: Arc::new(names),
             sql: Arc::new(sql),
             timeout: DEFAULT_OPERATION_TIMEOUT,
+            clock: system_clock(),
         }
     }
 
@@ -246,6 +249,13 @@ impl PostgresStore {
     /// With a pool of your own, keep its `acquire_timeout` below this.
     pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Decide expiry and revocation by `clock` (default: the system clock of
+    /// this process; the times are bound into each statement).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -345,6 +355,14 @@ impl BrokerStore for PostgresStore {
         &self.namespace
     }
 
+    fn sibling(&self, namespace: Namespace) -> Arc<dyn BrokerStore> {
+        Arc::new(self.clone().with_namespace(namespace))
+    }
+
+    fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.clock)
+    }
+
     async fn setup(&self) -> Result<()> {
         // Fast path without locks when everything is there already.
         let present: bool = self
@@ -379,7 +397,7 @@ impl BrokerStore for PostgresStore {
                     .bind(session.expires_at)
                     .bind(session.auth_time)
                     .bind(&session.sealed)
-                    .bind(unix_now())
+                    .bind(self.clock.now())
                     .fetch_optional(&self.pool),
             )
             .await?;
@@ -414,7 +432,7 @@ impl BrokerStore for PostgresStore {
         validate::jti(OP, jti)?;
         let query = sqlx::query(self.sql.get_session.clone())
             .bind(jti)
-            .bind(unix_now());
+            .bind(self.clock.now());
         self.fetch_session(OP, query).await
     }
 
@@ -423,7 +441,7 @@ impl BrokerStore for PostgresStore {
         validate::jti(OP, jti)?;
         let query = sqlx::query(self.sql.take_session.clone())
             .bind(jti)
-            .bind(unix_now());
+            .bind(self.clock.now());
         self.fetch_session(OP, query).await
     }
 
@@ -481,7 +499,7 @@ impl BrokerStore for PostgresStore {
 
     async fn purge_expired(&self) -> Result<u64> {
         const OP: &str = "purge_expired";
-        let now = unix_now();
+        let now = self.clock.now();
         let mut sessions = 0;
         loop {
             let done = self
@@ -528,7 +546,7 @@ impl BrokerStore for PostgresStore {
         }
         // One row more than asked tells whether another page follows.
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-        let now = unix_now();
+        let now = self.clock.now();
         let query = match cursor {
             None => sqlx::query(self.sql.scan_first.clone())
                 .bind(now)
@@ -550,6 +568,40 @@ impl BrokerStore for PostgresStore {
             None
         };
         Ok(SessionPage { sessions, next })
+    }
+
+    async fn scan_revocations(&self, cursor: Option<&str>, limit: usize) -> Result<RevocationPage> {
+        const OP: &str = "scan_revocations";
+        validate::page_limit(OP, limit)?;
+        if let Some(c) = cursor {
+            validate::sub(OP, c)?;
+        }
+        let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        let rows: Vec<(String, i64, i64)> = self
+            .run(
+                OP,
+                sqlx::query_as(self.sql.scan_revocations.clone())
+                    .bind(self.clock.now())
+                    .bind(fetch)
+                    .bind(cursor)
+                    .fetch_all(&self.pool),
+            )
+            .await?;
+        let mut revocations: Vec<Revocation> = rows
+            .into_iter()
+            .map(|(sub, revoked_at, keep_until)| Revocation {
+                sub,
+                revoked_at,
+                keep_until,
+            })
+            .collect();
+        let next = if revocations.len() > limit {
+            revocations.truncate(limit);
+            revocations.last().map(|r| r.sub.clone())
+        } else {
+            None
+        };
+        Ok(RevocationPage { revocations, next })
     }
 
     async fn create_record(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
@@ -680,21 +732,22 @@ impl BrokerStore for PostgresStore {
 
     async fn stats(&self) -> Result<StoreStats> {
         const OP: &str = "stats";
-        let (live, expired, subjects, peers, records): (i64, i64, i64, i64, i64) = self
-            .run(
+        let (live, expired, subjects, peers, records, revocations): (i64, i64, i64, i64, i64, i64) =
+            self.run(
                 OP,
                 sqlx::query_as(self.sql.stats.clone())
-                    .bind(unix_now())
+                    .bind(self.clock.now())
                     .fetch_one(&self.pool),
             )
             .await?;
-        Ok(StoreStats {
-            live_sessions: count(live),
-            expired_sessions: count(expired),
-            subjects: Some(count(subjects)),
-            peers: count(peers),
-            records: count(records),
-        })
+        let mut stats = StoreStats::default();
+        stats.live_sessions = count(live);
+        stats.expired_sessions = count(expired);
+        stats.subjects = Some(count(subjects));
+        stats.peers = count(peers);
+        stats.records = count(records);
+        stats.revocations = count(revocations);
+        Ok(stats)
     }
 }
 

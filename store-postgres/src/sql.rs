@@ -105,6 +105,7 @@ pub(crate) struct Statements {
     pub(crate) purge_revocations: SqlStr,
     pub(crate) scan_first: SqlStr,
     pub(crate) scan_after: SqlStr,
+    pub(crate) scan_revocations: SqlStr,
     pub(crate) create_record: SqlStr,
     pub(crate) get_record: SqlStr,
     pub(crate) replace_record: SqlStr,
@@ -227,6 +228,11 @@ impl Statements {
                  WHERE s.jti > $3 AND {} ORDER BY s.jti LIMIT $2",
                 visible("s", "$1")
             )),
+            scan_revocations: sql(format!(
+                "SELECT sub, revoked_at, keep_until FROM {r} \
+                 WHERE keep_until > $1 AND ($3::text IS NULL OR sub > $3) \
+                 ORDER BY sub LIMIT $2"
+            )),
             // The winner's value in one round trip in the common cases; under
             // a race the statement's snapshot may miss a row committed
             // meanwhile, and the caller then reads again.
@@ -256,7 +262,8 @@ impl Statements {
                  (SELECT count(*) FROM {s} WHERE expires_at <= $1), \
                  (SELECT count(DISTINCT sub) FROM {s} WHERE expires_at > $1), \
                  (SELECT count(*) FROM {p}), \
-                 (SELECT count(*) FROM {rec})"
+                 (SELECT count(*) FROM {rec}), \
+                 (SELECT count(*) FROM {r})"
             )),
             // Under the migration lock, so it never interleaves with a setup.
             drop_namespace: sql(format!("{lock}DROP TABLE IF EXISTS {s}, {r}, {rec}, {p};")),

@@ -11,6 +11,7 @@
 //! | `ns:r:{ns:u:HEX(sub)}` | string | the subject's revocation marker (`codec::encode_revocation`), expiry at `keep_until` |
 //! | `ns:k` | hash | create-once records, field = name |
 //! | `ns:p` | hash | peer JWKS (`codec::encode_peer`), field = issuer |
+//! | `ns:m` | zset, all scores 0 | hex subjects that have (or had) a revocation marker, in byte order |
 //! | `ns:meta` | string | storage format marker written by `setup` |
 //!
 //! `BB` is the jti's bucket: FNV-1a (32 bit) of the jti's bytes modulo
@@ -154,6 +155,11 @@ impl Keys {
     /// The hash of peer JWKS documents.
     pub(crate) fn peers(&self) -> String {
         format!("{}:p", self.ns)
+    }
+
+    /// The index of subjects with a revocation marker.
+    pub(crate) fn markers(&self) -> String {
+        format!("{}:m", self.ns)
     }
 
     /// The storage format marker.

@@ -14,9 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use broker_core::clock::{Clock, system_clock};
 use broker_core::{
-    BrokerStore, Corruption, Namespace, PeerJwks, Result, Revocation, SessionPage, SessionRecord,
-    StoreError, StoreStats, UnixTime, codec, unix_now, validate,
+    BrokerStore, Corruption, Namespace, PeerJwks, Result, Revocation, RevocationPage, SessionPage,
+    SessionRecord, StoreError, StoreStats, UnixTime, codec, validate,
 };
 use futures::{StreamExt, TryStreamExt, stream};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -24,7 +25,7 @@ use redis::{ErrorKind, FromRedisValue, RedisError, ServerErrorKind, Value};
 
 pub use redis;
 
-use crate::keys::{BUCKETS, Keys, bucket_of, unhex};
+use crate::keys::{BUCKETS, Keys, bucket_of, hex, unhex};
 
 /// How long [`RedisStore::connect`] and [`RedisStore::connect_cluster`]
 /// wait for a TCP connection to a node.
@@ -86,6 +87,7 @@ pub struct RedisStore<C = ConnectionManager> {
     /// [`Topology::SingleNode`]; shared by clones so that `setup` turning
     /// a wrong assertion off holds for every store on the connection.
     single: Arc<AtomicBool>,
+    clock: Arc<dyn Clock>,
 }
 
 impl<C> fmt::Debug for RedisStore<C> {
@@ -235,7 +237,15 @@ where
             keys: Keys::new(namespace.as_str()),
             namespace,
             single: Arc::new(AtomicBool::new(false)),
+            clock: system_clock(),
         }
+    }
+
+    /// Decide expiry and revocation by `clock` (default: the system clock of
+    /// this process; times are passed to the scripts).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The same store under another namespace (key prefix `<namespace>:`).
@@ -334,7 +344,7 @@ where
         create: bool,
     ) -> Result<bool> {
         validate::session(op, s)?;
-        let now = unix_now();
+        let now = self.clock.now();
         let k = self.keys.session(&s.jti);
         let single = self.single();
         // Both save scripts take the same arguments.
@@ -542,6 +552,14 @@ where
         &self.namespace
     }
 
+    fn sibling(&self, namespace: Namespace) -> Arc<dyn BrokerStore> {
+        Arc::new(self.clone().with_namespace(namespace))
+    }
+
+    fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.clock)
+    }
+
     /// Nothing to create in Redis; writes the storage format marker (or
     /// checks it) so a store never runs on data of an incompatible layout.
     async fn setup(&self) -> Result<()> {
@@ -590,7 +608,7 @@ where
     async fn get_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
         const OP: &str = "get_session";
         validate::jti(OP, jti)?;
-        let now = unix_now();
+        let now = self.clock.now();
         let k = self.keys.session(jti);
         if self.single() {
             let found: Option<(Vec<u8>, Option<Vec<u8>>)> = self
@@ -616,7 +634,7 @@ where
     async fn take_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
         const OP: &str = "take_session";
         validate::jti(OP, jti)?;
-        let now = unix_now();
+        let now = self.clock.now();
         let k = self.keys.session(jti);
         if self.single() {
             let found: Option<(Vec<u8>, Option<Vec<u8>>)> = self
@@ -706,7 +724,7 @@ where
     async fn revoke_subject(&self, revocation: &Revocation) -> Result<u64> {
         const OP: &str = "revoke_subject";
         validate::revocation(OP, revocation)?;
-        let now = unix_now();
+        let now = self.clock.now();
         let sub = &revocation.sub;
         let index = self.keys.subject(sub);
         let members: Vec<String> = self
@@ -718,6 +736,15 @@ where
                     .arg(revocation.revoked_at)
                     .arg(revocation.keep_until)
                     .arg(now),
+            )
+            .await?;
+        let _: i64 = self
+            .cmd(
+                OP,
+                redis::cmd("ZADD")
+                    .arg(self.keys.markers())
+                    .arg(0)
+                    .arg(hex(sub.as_bytes())),
             )
             .await?;
         let mut owner = (sub.len() as u16).to_be_bytes().to_vec();
@@ -760,7 +787,7 @@ where
     /// natively.
     async fn purge_expired(&self) -> Result<u64> {
         const OP: &str = "purge_expired";
-        let now = unix_now();
+        let now = self.clock.now();
         let mut total = 0u64;
         for b in 0..BUCKETS {
             let exp = self.keys.exp(b);
@@ -851,17 +878,114 @@ where
                 .cmd(OP, redis::cmd("DEL").arg(&lex).arg(self.keys.exp(b)))
                 .await?;
         }
-        for key in [self.keys.records(), self.keys.peers(), self.keys.meta()] {
+        loop {
+            let members: Vec<String> = self
+                .cmd(
+                    OP,
+                    redis::cmd("ZRANGE")
+                        .arg(self.keys.markers())
+                        .arg(0)
+                        .arg(999),
+                )
+                .await?;
+            if members.is_empty() {
+                break;
+            }
+            for member in &members {
+                if let Some(sub) = unhex(member).and_then(|b| String::from_utf8(b).ok()) {
+                    let _: i64 = self
+                        .cmd(
+                            OP,
+                            redis::cmd("DEL")
+                                .arg(self.keys.subject(&sub))
+                                .arg(self.keys.marker(&sub)),
+                        )
+                        .await?;
+                }
+            }
+            let _: i64 = self
+                .cmd(
+                    OP,
+                    redis::cmd("ZREM").arg(self.keys.markers()).arg(&members),
+                )
+                .await?;
+        }
+        for key in [
+            self.keys.records(),
+            self.keys.peers(),
+            self.keys.meta(),
+            self.keys.markers(),
+        ] {
             let _: i64 = self.cmd(OP, redis::cmd("DEL").arg(key)).await?;
         }
         Ok(())
+    }
+
+    /// Walks the marker index (`ns:m`) in subject byte order and reads each
+    /// subject's marker; entries whose marker has expired are dropped from
+    /// the index on the way.
+    async fn scan_revocations(&self, cursor: Option<&str>, limit: usize) -> Result<RevocationPage> {
+        const OP: &str = "scan_revocations";
+        validate::page_limit(OP, limit)?;
+        if let Some(c) = cursor {
+            validate::sub(OP, c)?;
+        }
+        let now = self.clock.now();
+        let index = self.keys.markers();
+        let mut min = cursor.map_or_else(|| "-".to_owned(), |c| format!("({}", hex(c.as_bytes())));
+        let mut page = RevocationPage::default();
+        loop {
+            let members: Vec<String> = self
+                .cmd(
+                    OP,
+                    redis::cmd("ZRANGEBYLEX")
+                        .arg(&index)
+                        .arg(&min)
+                        .arg("+")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(limit),
+                )
+                .await?;
+            let Some(last) = members.last() else {
+                return Ok(page);
+            };
+            min = format!("({last}");
+            for member in &members {
+                let Some(sub) = unhex(member).and_then(|b| String::from_utf8(b).ok()) else {
+                    return Err(StoreError::corrupt(
+                        OP,
+                        Corruption::Malformed("revocation index entry"),
+                    ));
+                };
+                let stored: Option<Vec<u8>> = self
+                    .cmd(OP, redis::cmd("GET").arg(self.keys.marker(&sub)))
+                    .await?;
+                let marker = match stored {
+                    Some(bytes) => codec::decode_revocation(OP, sub, &bytes)?,
+                    None => {
+                        let _: i64 = self
+                            .cmd(OP, redis::cmd("ZREM").arg(&index).arg(member))
+                            .await?;
+                        continue;
+                    }
+                };
+                if page.revocations.len() == limit {
+                    page.next = page.revocations.last().map(|r| r.sub.clone());
+                    return Ok(page);
+                }
+                if marker.keep_until > now {
+                    page.revocations.push(marker);
+                }
+            }
+        }
     }
 
     async fn scan_sessions(&self, cursor: Option<&str>, limit: usize) -> Result<SessionPage> {
         const OP: &str = "scan_sessions";
         validate::page_limit(OP, limit)?;
         let (mut b, mut after) = parse_cursor(cursor)?;
-        let now = unix_now();
+        let now = self.clock.now();
         let mut found = Vec::new();
         let mut examined = 0usize;
         while b < BUCKETS && examined < limit {
@@ -1030,7 +1154,7 @@ where
     /// per bucket); `subjects` is not counted (`None`).
     async fn stats(&self) -> Result<StoreStats> {
         const OP: &str = "stats";
-        let now = unix_now();
+        let now = self.clock.now();
         let mut stats = StoreStats::default();
         for b in 0..BUCKETS {
             let exp = self.keys.exp(b);
@@ -1053,6 +1177,9 @@ where
             .await?;
         stats.records = self
             .cmd(OP, redis::cmd("HLEN").arg(self.keys.records()))
+            .await?;
+        stats.revocations = self
+            .cmd(OP, redis::cmd("ZCARD").arg(self.keys.markers()))
             .await?;
         Ok(stats)
     }

@@ -52,11 +52,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use async_trait::async_trait;
+use broker_core::clock::{Clock, system_clock};
 use broker_core::codec;
 use broker_core::validate;
 use broker_core::{
-    BrokerStore, Corruption, Namespace, PeerJwks, Result, Revocation, SessionPage, SessionRecord,
-    StoreError, StoreStats, UnixTime, unix_now,
+    BrokerStore, Corruption, Namespace, PeerJwks, Result, Revocation, RevocationPage, SessionPage,
+    SessionRecord, StoreError, StoreStats, UnixTime,
 };
 use sled::transaction::TransactionError;
 use sled::{IVec, Transactional, Tree};
@@ -184,6 +185,7 @@ pub struct SledStore {
     db: sled::Db,
     namespace: Namespace,
     durability: Durability,
+    clock: Arc<dyn Clock>,
     /// The namespace's trees once opened; emptied by `drop_namespace`.
     trees: Arc<RwLock<Option<Arc<Trees>>>>,
 }
@@ -294,6 +296,7 @@ impl SledStore {
             db,
             namespace: Namespace::default(),
             durability: Durability::default(),
+            clock: system_clock(),
             trees: Arc::default(),
         }
     }
@@ -379,6 +382,12 @@ impl SledStore {
     pub fn with_namespace(mut self, namespace: Namespace) -> Self {
         self.namespace = namespace;
         self.trees = Arc::default();
+        self
+    }
+
+    /// Decide expiry and revocation by `clock` (default: the system clock).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -517,7 +526,7 @@ impl SledStore {
         let value = codec::encode_session(session);
         {
             let _lock = self.session_lock(&session.jti);
-            put_locked(&t, op, session, &value, create)?;
+            put_locked(&t, op, session, &value, create, self.clock.now())?;
         }
         self.written(op).await
     }
@@ -535,6 +544,7 @@ fn put_locked(
     session: &SessionRecord,
     value: &[u8],
     create: bool,
+    now: UnixTime,
 ) -> Result<()> {
     let jti = session.jti.as_bytes();
     let new_e = keys::timed(session.expires_at, &session.jti);
@@ -546,7 +556,7 @@ fn put_locked(
         match t.sessions.get(jti).map_err(|e| sled_error(op, e))? {
             Some(bytes) => {
                 let old = codec::decode_session(op, session.jti.clone(), &bytes)?;
-                if old.is_live_at(unix_now()) {
+                if old.is_live_at(now) {
                     return Err(StoreError::Conflict {
                         op,
                         what: "a session with this jti exists",
@@ -671,6 +681,14 @@ impl BrokerStore for SledStore {
         &self.namespace
     }
 
+    fn sibling(&self, namespace: Namespace) -> Arc<dyn BrokerStore> {
+        Arc::new(self.clone().with_namespace(namespace))
+    }
+
+    fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.clock)
+    }
+
     async fn setup(&self) -> Result<()> {
         self.trees("setup").map(|_| ())
     }
@@ -716,7 +734,7 @@ impl BrokerStore for SledStore {
             return Ok(None);
         };
         let s = codec::decode_session(OP, jti.to_owned(), &bytes)?;
-        let now = unix_now();
+        let now = self.clock.now();
         if !s.is_live_at(now) || Self::revoked(&t, OP, &s, now)? {
             return Ok(None);
         }
@@ -738,7 +756,7 @@ impl BrokerStore for SledStore {
                 None => None,
                 Some(bytes) => {
                     let rec = codec::decode_session(OP, jti.to_owned(), &bytes)?;
-                    let now = unix_now();
+                    let now = self.clock.now();
                     if !rec.is_live_at(now) || Self::revoked(&t, OP, &rec, now)? {
                         None
                     } else {
@@ -867,7 +885,7 @@ impl BrokerStore for SledStore {
     async fn purge_expired(&self) -> Result<u64> {
         const OP: &str = "purge_expired";
         let t = self.trees(OP)?;
-        let now = unix_now();
+        let now = self.clock.now();
         // Index keys below ts(now + 1) are exactly the entries with expiry <= now.
         let end = keys::ts(now.saturating_add(1));
         let mut removed = 0u64;
@@ -937,7 +955,7 @@ impl BrokerStore for SledStore {
         validate::page_limit(OP, limit)?;
         let t = self.trees(OP)?;
         t.refresh_marker_cache();
-        let now = unix_now();
+        let now = self.clock.now();
         let iter = match cursor {
             Some(c) => t
                 .sessions
@@ -991,6 +1009,34 @@ impl BrokerStore for SledStore {
             sessions,
             next: if more { last } else { None },
         })
+    }
+
+    async fn scan_revocations(&self, cursor: Option<&str>, limit: usize) -> Result<RevocationPage> {
+        const OP: &str = "scan_revocations";
+        validate::page_limit(OP, limit)?;
+        let t = self.trees(OP)?;
+        let now = self.clock.now();
+        let iter = match cursor {
+            Some(c) => t
+                .revocations
+                .range::<&[u8], _>((Bound::Excluded(c.as_bytes()), Bound::Unbounded)),
+            None => t.revocations.iter(),
+        };
+        let mut page = RevocationPage::default();
+        for item in iter {
+            let (key, value) = item.map_err(|e| sled_error(OP, e))?;
+            if page.revocations.len() == limit {
+                page.next = page.revocations.last().map(|r| r.sub.clone());
+                break;
+            }
+            let sub = String::from_utf8(key.to_vec())
+                .map_err(|_| StoreError::corrupt(OP, Corruption::Malformed("revocation key")))?;
+            let r = codec::decode_revocation(OP, sub, &value)?;
+            if r.keep_until > now {
+                page.revocations.push(r);
+            }
+        }
+        Ok(page)
     }
 
     async fn create_record(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
@@ -1110,7 +1156,7 @@ impl BrokerStore for SledStore {
     async fn stats(&self) -> Result<StoreStats> {
         const OP: &str = "stats";
         let t = self.trees(OP)?;
-        let now = unix_now();
+        let now = self.clock.now();
         let end = keys::ts(now.saturating_add(1));
         let count = |iter: sled::Iter| -> Result<u64> {
             let mut n = 0u64;
@@ -1152,13 +1198,14 @@ impl BrokerStore for SledStore {
             }
         }
 
-        Ok(StoreStats {
-            live_sessions,
-            expired_sessions,
-            subjects: Some(subjects),
-            peers: t.peers.len() as u64,
-            records: t.records.len() as u64,
-        })
+        let mut stats = StoreStats::default();
+        stats.live_sessions = live_sessions;
+        stats.expired_sessions = expired_sessions;
+        stats.subjects = Some(subjects);
+        stats.peers = t.peers.len() as u64;
+        stats.records = t.records.len() as u64;
+        stats.revocations = t.revocations.len() as u64;
+        Ok(stats)
     }
 }
 

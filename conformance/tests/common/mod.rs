@@ -10,6 +10,21 @@ use conformance::StoreFactory;
 pub struct MemoryFactory<W> {
     pub db: MemoryStore,
     pub wrap: W,
+    /// A "server restart" (rule 18) loses every namespace opened so far:
+    /// a store that promises durability and does not keep it.
+    pub loses_data_on_restart: bool,
+    pub opened: std::sync::Mutex<Vec<Namespace>>,
+}
+
+impl<W> MemoryFactory<W> {
+    pub fn new(wrap: W) -> Self {
+        Self {
+            db: MemoryStore::new(),
+            wrap,
+            loses_data_on_restart: false,
+            opened: std::sync::Mutex::default(),
+        }
+    }
 }
 
 #[conformance::async_trait]
@@ -22,7 +37,27 @@ where
     }
 
     async fn open(&self, namespace: &Namespace) -> Result<Arc<dyn BrokerStore>, StoreError> {
+        self.opened
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(namespace.clone());
         Ok((self.wrap)(self.db.with_namespace(namespace.clone())))
+    }
+
+    /// The in-memory "server" restarts at once and, unless told to lose
+    /// data, keeps everything.
+    async fn restart_server(&self) -> Result<Option<std::time::Duration>, StoreError> {
+        if self.loses_data_on_restart {
+            let opened = self
+                .opened
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            for ns in opened {
+                self.db.with_namespace(ns).drop_namespace().await?;
+            }
+        }
+        Ok(Some(std::time::Duration::ZERO))
     }
 
     async fn open_from_handle(

@@ -50,6 +50,21 @@ macro_rules! case {
     };
 }
 
+mod restart;
+mod revocation;
+
+pub use restart::{OPERATION_BOUND, rule_18_server_restart_loses_nothing};
+pub use revocation::{
+    rule_03_drop_namespace_removes_revocations, rule_10_boundary_is_inclusive,
+    rule_10_later_revocation_only_widens, rule_10_revocation_outlives_its_marker,
+    rule_10_revoke_racing_save_on_another_store_object,
+    rule_11_purge_forgets_markers_past_their_keep_time,
+};
+
+/// The rule-18 case, kept out of [`ALL`]: it restarts the server, so it
+/// runs in a test binary of its own (`conformance::restart_suite!`).
+pub const RESTART: Case = case!(rule_18_server_restart_loses_nothing, 18);
+
 /// Every case, in the order `test_suite!` lists them.
 pub const ALL: &[Case] = &[
     case!(rule_01_setup_is_idempotent, 1),
@@ -59,6 +74,7 @@ pub const ALL: &[Case] = &[
     ),
     case!(rule_03_namespaces_are_isolated, 3),
     case!(rule_03_drop_namespace_removes_it_and_nothing_else, 3),
+    case!(rule_03_drop_namespace_removes_revocations, 3),
     case!(rule_04_save_then_get_returns_exactly_what_was_saved, 4),
     case!(rule_04_hostile_keys_are_stored_literally, 4),
     case!(rule_04_vault_round_trips_unicode_empty_and_16k, 4),
@@ -70,10 +86,17 @@ pub const ALL: &[Case] = &[
     case!(rule_07_session_expiring_while_stored_is_gone, 7),
     case!(rule_08_delete_is_idempotent_and_reports, 8),
     case!(rule_09_take_is_atomic_under_64_takers, 9),
+    case!(rule_09_take_is_atomic_across_store_objects, 9),
     case!(rule_10_revoke_removes_exactly_that_subject, 10),
     case!(rule_10_revocation_beats_refresh_in_flight, 10),
+    case!(rule_10_revocation_outlives_its_marker, 10),
+    case!(rule_10_boundary_is_inclusive, 10),
+    case!(rule_10_later_revocation_only_widens, 10),
+    case!(rule_10_revoke_racing_save_on_another_store_object, 10),
     case!(rule_11_purge_removes_only_expired, 11),
+    case!(rule_11_purge_forgets_markers_past_their_keep_time, 11),
     case!(rule_12_scan_returns_every_live_session_once, 12),
+    case!(rule_12_scan_while_sessions_change, 12),
     case!(rule_13_create_once_has_one_winner, 13),
     case!(rule_13_signing_key_has_one_winner, 13),
     case!(rule_14_replace_is_explicit_compare_and_set, 14),
@@ -692,6 +715,44 @@ pub async fn rule_09_take_is_atomic_under_64_takers(ctx: &Ctx) -> CaseResult {
     Ok(Outcome::Passed)
 }
 
+/// Rule 9 across store objects (for a server backend, separate pools or
+/// clients): 64 takers spread over four store objects, one winner.
+pub async fn rule_09_take_is_atomic_across_store_objects(ctx: &Ctx) -> CaseResult {
+    let first = Arc::clone(ready(ctx).await?);
+    let mut stores = vec![first];
+    for _ in 0..3 {
+        stores.push(ctx.open_again().await?);
+    }
+    for round in 0..5u8 {
+        let jti = format!("shared-refresh-{round}");
+        let saved = live(&jti, "alice", round + 1);
+        stores[usize::from(round) % stores.len()]
+            .save_session(&saved)
+            .await?;
+        let takers: Vec<_> = (0..64)
+            .map(|i| {
+                let store = Arc::clone(&stores[i % stores.len()]);
+                let jti = jti.clone();
+                tokio::spawn(async move { store.take_session(&jti).await })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for handle in takers {
+            let taken = handle
+                .await
+                .map_err(|e| Failure(format!("a taker panicked: {e}")))??;
+            winners.extend(taken);
+        }
+        ensure_eq!(
+            winners.len(),
+            1,
+            "takers on four store objects that got the session (round {round})"
+        );
+        ensure_eq!(winners.pop(), Some(saved), "the taken session");
+    }
+    Ok(Outcome::Passed)
+}
+
 /// Rule 10: revoke matches the exact subject only.
 pub async fn rule_10_revoke_removes_exactly_that_subject(ctx: &Ctx) -> CaseResult {
     let store = ready(ctx).await?;
@@ -850,6 +911,78 @@ pub async fn rule_12_scan_returns_every_live_session_once(ctx: &Ctx) -> CaseResu
     ensure!(
         matches!(err, Err(StoreError::InvalidInput { .. })),
         "a page size of 0 was {err:?}"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// Rule 12 with writes during the scan: sessions stored throughout are
+/// returned exactly once even while others are deleted (behind and ahead
+/// of the cursor) and added between pages; nothing is returned twice.
+pub async fn rule_12_scan_while_sessions_change(ctx: &Ctx) -> CaseResult {
+    let store = ready(ctx).await?;
+    let n = 1500usize;
+    let now = unix_now();
+    // Stable and churning sessions alternate in key order.
+    let writes = futures::stream::iter(0..n)
+        .flat_map(|i| futures::stream::iter([(i, 'a'), (i, 'b')]))
+        .map(|(i, kind)| {
+            let store = Arc::clone(store);
+            async move {
+                let s = record(&format!("k{i:05}{kind}"), "u", now + 3600, now, 1);
+                store.save_session(&s).await
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    for w in writes {
+        w?;
+    }
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut churn_seen: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut page_no = 0usize;
+    loop {
+        let page = store.scan_sessions(cursor.as_deref(), 100).await?;
+        for s in &page.sessions {
+            ensure!(seen.insert(s.jti.clone()), "scan returned {} twice", s.jti);
+            if s.jti.ends_with('b') {
+                churn_seen.push(s.jti.clone());
+            }
+        }
+        // Between pages: delete churn already returned (behind the
+        // cursor), delete churn not yet reached, add new sessions.
+        for jti in churn_seen.drain(..).take(20) {
+            store.delete_session(&jti).await?;
+        }
+        for k in 0..5 {
+            let ahead = format!("k{:05}b", (page_no * 97 + k * 13) % n);
+            store.delete_session(&ahead).await?;
+            let fresh = record(
+                &format!("k{:05}c{page_no}", (page_no * 31 + k * 7) % n),
+                "u",
+                now + 3600,
+                now,
+                2,
+            );
+            store.save_session(&fresh).await?;
+        }
+        page_no += 1;
+        ensure!(page_no < 10_000, "scan does not end");
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let missing: Vec<String> = (0..n)
+        .map(|i| format!("k{i:05}a"))
+        .filter(|jti| !seen.contains(jti))
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "{} sessions stored throughout the scan were skipped, e.g. {:?}",
+        missing.len(),
+        missing.first()
     );
     Ok(Outcome::Passed)
 }
