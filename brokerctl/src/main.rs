@@ -217,10 +217,11 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             let keys: Vec<String> = usage.iter().map(|(id, n)| format!("{id} ({n})")).collect();
             cli.print(
                 format!(
-                    "live sessions:    {}\nexpired sessions: {}\nsubjects:         {}\npeers:            {}\nkey ids in use:   {}",
+                    "live sessions:    {}\nexpired sessions: {}\nsubjects:         {}\nrevocations:      {}\npeers:            {}\nkey ids in use:   {}",
                     stats.live_sessions,
                     stats.expired_sessions,
                     stats.subjects.map_or("n/a".into(), |n| n.to_string()),
+                    stats.revocations,
                     stats.peers,
                     if keys.is_empty() { "none".into() } else { keys.join(", ") }
                 ),
@@ -228,6 +229,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                     "live_sessions": stats.live_sessions,
                     "expired_sessions": stats.expired_sessions,
                     "subjects": stats.subjects,
+                    "revocations": stats.revocations,
                     "peers": stats.peers,
                     "key_ids": usage.iter().map(|(id, n)| (id.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
                 }),
@@ -325,10 +327,11 @@ async fn migrate(
     let report = report?;
     let text = if report.complete {
         format!(
-            "migrated {} sessions ({} in this run{}) and {} peers in {:.1}s; destination holds {} live sessions",
+            "migrated {} sessions ({} in this run{}), {} revocations and {} peers in {:.1}s; destination holds {} live sessions",
             report.copied_total,
             report.copied_this_run,
             if report.resumed { ", resumed" } else { "" },
+            report.revocations,
             report.peers,
             report.seconds,
             report.destination_live
@@ -347,6 +350,7 @@ async fn migrate(
             "sessions": report.copied_total,
             "sessions_this_run": report.copied_this_run,
             "peers": report.peers,
+            "revocations": report.revocations,
             "signing_key": report.signing_key,
             "destination_live_sessions": report.destination_live,
         }),

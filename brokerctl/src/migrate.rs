@@ -1,5 +1,10 @@
-//! Copy a broker's state from one store to another: every live session (opened
-//! and re-sealed under the same keys), the signing key and peer JWKS.
+//! Copy a broker's state from one store to another: every kept revocation
+//! marker, every live session (opened and re-sealed under the same keys),
+//! the signing key and peer JWKS.
+//!
+//! Markers go first, so a revoked subject's session saved on the destination
+//! meanwhile is refused there too, and again at the end, so a subject
+//! revoked on the source during the copy is revoked on the destination.
 //!
 //! The copy streams page by page (bounded memory), leaves the source
 //! untouched, and is safe to re-run (writes are upserts). With a resume file
@@ -58,6 +63,9 @@ pub struct MigrateReport {
     pub copied_total: u64,
     /// Peer JWKS copied (at the end of the final run).
     pub peers: u64,
+    /// Revocation markers copied (before the sessions and again at the end,
+    /// so no revoked session comes back on the destination).
+    pub revocations: u64,
     /// Whether the signing key was copied (or already there, identical).
     pub signing_key: bool,
     /// Live sessions at the destination after the run.
@@ -97,6 +105,7 @@ pub async fn migrate(
     let (mut cursor, mut copied_total, mut complete) =
         state.map_or((None, 0, false), |s| (s.cursor, s.copied, s.scanned));
     let mut copied_this_run = 0u64;
+    let mut revocations = copy_revocations(source, dest).await?;
     while !complete {
         let room = options
             .max_sessions
@@ -128,9 +137,13 @@ pub async fn migrate(
         progress(copied_total);
         complete = cursor.is_none();
     }
+    if complete {
+        revocations = copy_revocations(source, dest).await?;
+    }
     let mut report = MigrateReport {
         copied_this_run,
         copied_total,
+        revocations,
         complete,
         resumed,
         ..MigrateReport::default()
@@ -160,6 +173,27 @@ pub async fn migrate(
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Copy every kept revocation marker (a marker merges into one already at
+/// the destination); returns how many.
+async fn copy_revocations(source: &TokenVault, dest: &TokenVault) -> Result<u64, StoreError> {
+    let mut copied = 0u64;
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = source
+            .store()
+            .scan_revocations(cursor.as_deref(), PAGE)
+            .await?;
+        for r in &page.revocations {
+            dest.store().revoke_subject(r).await?;
+        }
+        copied += page.revocations.len() as u64;
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(copied),
+        }
+    }
 }
 
 /// Copy the signing key if the source has one. `Ok(true)`: the destination
@@ -249,5 +283,71 @@ impl ResumeState {
             .map_err(|e| {
                 StoreError::invalid("migrate", format!("cannot write the resume file: {e}"))
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use broker_core::crypto::EncryptionKey;
+    use broker_core::{KeyConfig, MemoryStore, Revocation, Session, TokenVault};
+    use secrecy::SecretString;
+
+    use super::{MigrateOptions, migrate};
+
+    fn keys() -> KeyConfig {
+        KeyConfig::new(EncryptionKey::from_bytes(&[9; 32]).unwrap())
+    }
+
+    fn session(jti: &str, sub: &str, auth_time: i64) -> Session {
+        Session {
+            jti: jti.into(),
+            sub: sub.into(),
+            refresh_token: SecretString::from(format!("rt-{jti}")),
+            user_info: serde_json::json!({}).into(),
+            expires_at: auth_time + 7200,
+            auth_time,
+        }
+    }
+
+    /// A subject revoked at the source stays revoked at the destination: a
+    /// refresh in flight that lands its rotated session on the new store
+    /// after the switch is never returned.
+    #[tokio::test]
+    async fn migration_carries_revocations() {
+        let source = TokenVault::open(Arc::new(MemoryStore::new()), keys())
+            .await
+            .unwrap();
+        let dest = TokenVault::open(Arc::new(MemoryStore::new()), keys())
+            .await
+            .unwrap();
+        let now = broker_core::unix_now();
+        source
+            .save_session(&session("alice-1", "alice", now - 60))
+            .await
+            .unwrap();
+        source
+            .save_session(&session("bob-1", "bob", now - 60))
+            .await
+            .unwrap();
+        source
+            .store()
+            .revoke_subject(&Revocation::at("alice", now))
+            .await
+            .unwrap();
+        let report = migrate(&source, &dest, &MigrateOptions::default(), |_| {})
+            .await
+            .unwrap();
+        assert!(report.complete);
+        assert_eq!(report.revocations, 1);
+        let markers = dest.store().scan_revocations(None, 10).await.unwrap();
+        assert_eq!(markers.revocations, vec![Revocation::at("alice", now)]);
+        // The refresh in flight lands on the destination.
+        dest.save_session(&session("alice-rotated", "alice", now - 60))
+            .await
+            .unwrap();
+        assert!(dest.get_session("alice-rotated").await.unwrap().is_none());
+        assert!(dest.get_session("bob-1").await.unwrap().is_some());
     }
 }
