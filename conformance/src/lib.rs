@@ -39,6 +39,7 @@ use std::sync::Arc;
 pub use async_trait::async_trait;
 use broker_core::{BrokerStore, Namespace, StoreError};
 
+#[doc = include_str!("../CASES.md")]
 pub mod cases;
 #[cfg(feature = "containers")]
 mod containers;

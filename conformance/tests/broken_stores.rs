@@ -94,6 +94,33 @@ async fn restart_that_loses_data() {
     }
 }
 
+/// The case table (CASES.md, the `cases` module's docs) lists every case,
+/// and every caught mutant by name, so the docs and the suite agree.
+#[test]
+fn the_case_table_lists_every_case_and_mutant() {
+    let table = include_str!("../CASES.md");
+    for case in CASES.iter().chain([&conformance::cases::RESTART]) {
+        assert!(
+            table.contains(&format!("| `{}` |", case.name)),
+            "CASES.md does not list {}",
+            case.name
+        );
+    }
+    for mutant in Mutant::ALL {
+        assert!(
+            table.contains(&format!("`{}`", mutant.name())),
+            "CASES.md does not list mutant {}",
+            mutant.name()
+        );
+    }
+    for rule in 1..=22 {
+        assert!(
+            table.contains(&format!("\n| {rule} |")),
+            "CASES.md has no row for rule {rule}"
+        );
+    }
+}
+
 #[test]
 fn every_case_has_a_unique_rule_named_name() {
     let mut names: Vec<&str> = CASES.iter().map(|c| c.name).collect();

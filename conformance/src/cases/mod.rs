@@ -1,7 +1,3 @@
-//! The cases, one public async function each, named `rule_NN_what`.
-//! Each returns `Ok(Outcome::Passed)`, `Ok(Outcome::Skipped(why))` when the
-//! store lacks what the case needs, or `Err(Failure)` naming what broke.
-
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
