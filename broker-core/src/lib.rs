@@ -29,6 +29,7 @@ pub mod crypto;
 pub mod error;
 pub mod keys;
 pub mod memory;
+pub mod purge;
 pub mod record;
 pub mod store;
 pub mod validate;
@@ -38,6 +39,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{BoxError, Corruption, Result, StoreError};
 pub use keys::{KeyConfig, KeySource};
 pub use memory::MemoryStore;
+pub use purge::{PurgeTask, spawn_purge_task};
 pub use record::{
     Namespace, PeerJwks, Revocation, RevocationPage, SessionPage, SessionRecord, StoreStats,
     UnixTime, unix_now,
