@@ -11,6 +11,10 @@
 //! - **no expired session was returned**: no get, take or scan returned a
 //!   session whose `expires_at` was at or before the wall time before the
 //!   call;
+//! - **no revoked session was returned** (contract rule 10): no get, take
+//!   or scan that began after a revocation of a subject returned gave back
+//!   a session that revocation hides, however the save raced it and
+//!   whether or not its marker was purged since (see [`revocation`]);
 //!
 //! and, along the way, that every session returned is one that was written
 //! (same contents), that an owner's reads agree with its own history, and
@@ -46,6 +50,13 @@
 //! unless a take could have removed it (one succeeded, or one failed or
 //! never finished at any time).
 //!
+//! The *revoke race* (sessions and subjects every race actor writes, reads
+//! and revokes) is outside the owner model; [`revocation`] checks it with
+//! happens-before alone.
+//!
+//! One module per property: `reads` (no history needed), `owned` (the
+//! owner model), `contested`, [`revocation`].
+//!
 //! Times across processes are compared by wall clock: all workers run on one
 //! machine.
 
@@ -57,6 +68,7 @@ use crate::log::{Contents, Op, OpKind, Outcome, Scan, Scanned};
 mod contested;
 mod owned;
 mod reads;
+pub mod revocation;
 #[cfg(test)]
 mod tests;
 
@@ -87,6 +99,10 @@ pub enum ViolationKind {
     Phantom,
     /// The final scan found a session the vault cannot open.
     Unreadable,
+    /// A get, take or scan that began after an acknowledged revocation of
+    /// the subject had returned gave back a session that revocation hides
+    /// (see [`revocation`]).
+    RevokedReturned,
     /// The logs break the workload's own rules (ownership, unique
     /// generations), so the history cannot be judged soundly.
     BadLog,
@@ -148,6 +164,8 @@ pub struct Figures {
     pub contested_excluded: u64,
     /// Sessions in the final scan.
     pub scanned: u64,
+    /// The revoke race.
+    pub revocation: revocation::RevocationFigures,
 }
 
 impl Figures {
@@ -216,7 +234,8 @@ impl fmt::Display for Figures {
             self.final_expected_present,
             self.final_ambiguous,
             self.contested_excluded
-        )
+        )?;
+        write!(f, "\n  {}", self.revocation)
     }
 }
 
@@ -261,6 +280,7 @@ pub fn check(ops: &[Op], scan: &Scan) -> Report {
     c.count();
     c.index_writes();
     c.check_reads();
+    c.check_revocations();
     if c.check_ownership() {
         let states = c.replay_owners();
         c.check_final_owned(&states);

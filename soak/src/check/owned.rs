@@ -32,15 +32,29 @@ fn maybe_invisible(c: &Contents, after_s: i64, revs: &[Rev]) -> bool {
 
 impl<'a> Checker<'a> {
     /// Owned jtis are touched by one actor only; contested ones written by
-    /// one; a revoked subject's sessions belong to the revoker. Without
-    /// that, the sequential replay would be unsound.
+    /// one; a revoked subject's sessions belong to the revoker; the revoke
+    /// race's jtis and subjects are used by nothing else. Without that, the
+    /// sequential replay would be unsound.
     pub(super) fn check_ownership(&mut self) -> bool {
         let mut owners: HashMap<&str, BTreeSet<&str>> = HashMap::new();
         let mut writers: HashMap<&str, BTreeSet<&str>> = HashMap::new();
         let mut sub_owners: HashMap<&str, BTreeSet<&str>> = HashMap::new();
         let mut contested: HashMap<&str, bool> = HashMap::new();
+        let mut raced: HashMap<&str, bool> = HashMap::new();
+        let mut raced_subs: BTreeSet<&str> = BTreeSet::new();
         for op in self.ops {
             let actor = op.begin.actor.as_str();
+            if let Some(jti) = op.begin.jti.as_deref()
+                && *raced.entry(jti).or_insert(op.begin.raced) != op.begin.raced
+            {
+                self.violation(ViolationKind::BadLog, jti, "jti both raced and owned");
+                return false;
+            }
+            if op.begin.raced {
+                let written = op.begin.written.as_ref().map(|w| w.sub.as_str());
+                raced_subs.extend(written.or(op.begin.sub.as_deref()));
+                continue;
+            }
             if let Some(jti) = op.begin.jti.as_deref() {
                 if *contested.entry(jti).or_insert(op.begin.contested) != op.begin.contested {
                     self.violation(ViolationKind::BadLog, jti, "jti both contested and owned");
@@ -74,6 +88,10 @@ impl<'a> Checker<'a> {
             }
         }
         for (sub, actors) in &sub_owners {
+            if raced_subs.contains(sub) {
+                self.violation(ViolationKind::BadLog, sub, "subject both raced and owned");
+                ok = false;
+            }
             if actors.len() > 1 {
                 self.violation(ViolationKind::BadLog, sub, "subject used by several actors");
                 ok = false;
@@ -87,7 +105,7 @@ impl<'a> Checker<'a> {
     pub(super) fn replay_owners(&mut self) -> BTreeMap<&'a str, State<'a>> {
         let mut by_actor: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (i, op) in self.ops.iter().enumerate() {
-            if op.begin.contested {
+            if op.begin.contested || op.begin.raced {
                 continue;
             }
             by_actor.entry(&op.begin.actor).or_default().push(i);
@@ -267,7 +285,7 @@ impl<'a> Checker<'a> {
         // Every revocation of the run precedes the final scan.
         let mut revs: HashMap<&str, Vec<Rev>> = HashMap::new();
         for op in self.ops {
-            if op.begin.op == OpKind::Revoke {
+            if op.begin.op == OpKind::Revoke && !op.begin.raced {
                 let sub = op.begin.sub.as_deref().unwrap_or("");
                 let at = op.begin.revoked_at.unwrap_or(i64::MAX);
                 revs.entry(sub).or_default().push((at, op.acknowledged()));

@@ -4,17 +4,17 @@ use super::*;
 use crate::log::{Begin, End, Scanned, Stamp, begin};
 
 /// Wall time of the hand-made histories: whole seconds from here.
-const T0: i64 = 1_700_000_000;
+pub(super) const T0: i64 = 1_700_000_000;
 
 /// A hand-made history: each call takes 1 ms, then the clock moves on.
 #[derive(Default)]
-struct H {
-    ops: Vec<Op>,
+pub(super) struct H {
+    pub(super) ops: Vec<Op>,
     now_ns: i64,
     seqs: HashMap<String, u64>,
 }
 
-fn c(generation: &str, sub: &str, expires_in: i64) -> Contents {
+pub(super) fn c(generation: &str, sub: &str, expires_in: i64) -> Contents {
     Contents {
         generation: generation.into(),
         digest: format!("d-{generation}"),
@@ -25,7 +25,7 @@ fn c(generation: &str, sub: &str, expires_in: i64) -> Contents {
 }
 
 impl H {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             now_ns: T0 * 1_000_000_000 + 1_000,
             ..Self::default()
@@ -33,12 +33,12 @@ impl H {
     }
 
     /// Move the clock to `secs` (fractional) after `T0`.
-    fn at(&mut self, secs: f64) -> &mut Self {
+    pub(super) fn at(&mut self, secs: f64) -> &mut Self {
         self.now_ns = T0 * 1_000_000_000 + (secs * 1e9) as i64;
         self
     }
 
-    fn push(&mut self, mut b: Begin, outcome: Option<Outcome>) -> &mut Self {
+    pub(super) fn push(&mut self, mut b: Begin, outcome: Option<Outcome>) -> &mut Self {
         let seq = self.seqs.entry(b.actor.clone()).or_default();
         b.seq = *seq;
         *seq += 1;
@@ -61,7 +61,7 @@ impl H {
         self
     }
 
-    fn write(
+    pub(super) fn write(
         &mut self,
         actor: &str,
         op: OpKind,
@@ -79,18 +79,24 @@ impl H {
         self.push(b, outcome)
     }
 
-    fn save(&mut self, actor: &str, jti: &str, contents: Contents) -> &mut Self {
+    pub(super) fn save(&mut self, actor: &str, jti: &str, contents: Contents) -> &mut Self {
         self.write(actor, OpKind::Save, jti, contents, Some(Outcome::Done))
     }
 
-    fn save_failed(&mut self, actor: &str, jti: &str, contents: Contents) -> &mut Self {
+    pub(super) fn save_failed(&mut self, actor: &str, jti: &str, contents: Contents) -> &mut Self {
         let failed = Outcome::Failed {
             error: "unavailable".into(),
         };
         self.write(actor, OpKind::Save, jti, contents, Some(failed))
     }
 
-    fn call(&mut self, actor: &str, op: OpKind, jti: &str, outcome: Option<Outcome>) -> &mut Self {
+    pub(super) fn call(
+        &mut self,
+        actor: &str,
+        op: OpKind,
+        jti: &str,
+        outcome: Option<Outcome>,
+    ) -> &mut Self {
         let b = Begin {
             actor: actor.into(),
             jti: Some(jti.into()),
@@ -100,15 +106,28 @@ impl H {
         self.push(b, outcome)
     }
 
-    fn found(&mut self, actor: &str, op: OpKind, jti: &str, contents: Contents) -> &mut Self {
+    pub(super) fn found(
+        &mut self,
+        actor: &str,
+        op: OpKind,
+        jti: &str,
+        contents: Contents,
+    ) -> &mut Self {
         self.call(actor, op, jti, Some(Outcome::Found { session: contents }))
     }
 
-    fn revoke(&mut self, actor: &str, sub: &str, revoked_at: i64, acked: bool) -> &mut Self {
+    pub(super) fn revoke(
+        &mut self,
+        actor: &str,
+        sub: &str,
+        revoked_at: i64,
+        acked: bool,
+    ) -> &mut Self {
         let b = Begin {
             actor: actor.into(),
             sub: Some(sub.into()),
             revoked_at: Some(revoked_at),
+            keep_until: Some(revoked_at + 86_400),
             ..begin(OpKind::Revoke)
         };
         let outcome = if acked {
@@ -122,7 +141,7 @@ impl H {
     }
 
     /// Check against a final scan holding `present`, taken at `at` seconds.
-    fn check(&self, at: f64, present: &[(&str, Contents)]) -> Report {
+    pub(super) fn check(&self, at: f64, present: &[(&str, Contents)]) -> Report {
         let wall_ns = T0 * 1_000_000_000 + (at * 1e9) as i64;
         let scan = Scan {
             before: Stamp {
@@ -146,7 +165,7 @@ impl H {
     }
 }
 
-fn kinds(r: &Report) -> Vec<ViolationKind> {
+pub(super) fn kinds(r: &Report) -> Vec<ViolationKind> {
     r.violations.iter().map(|v| v.kind).collect()
 }
 
@@ -420,7 +439,10 @@ fn reads_contradicting_the_owners_history_are_caught() {
     h.revoke("m0", "u0", T0, true)
         .save("m0", "a", c("g1", "u0", 3600))
         .found("m0", OpKind::Get, "a", c("g1", "u0", 3600));
-    assert_eq!(kinds(&h.check(10.0, &[])), vec![ViolationKind::WrongRead]);
+    assert_eq!(
+        kinds(&h.check(10.0, &[])),
+        vec![ViolationKind::RevokedReturned, ViolationKind::WrongRead]
+    );
     // The same after a revocation that failed is possible.
     let mut h = H::new();
     h.revoke("m0", "u0", T0, false)
@@ -455,7 +477,8 @@ fn revocations_remove_the_subjects_sessions() {
             10.0,
             &[("a", c("g1", "u0", 3600)), ("b", c("g2", "u1", 3600))]
         )),
-        vec![ViolationKind::Phantom]
+        // The owner model and the revocation property both see it.
+        vec![ViolationKind::RevokedReturned, ViolationKind::Phantom]
     );
     assert_eq!(kinds(&h.check(10.0, &[])), vec![ViolationKind::LostWrite]);
 }
