@@ -134,18 +134,27 @@ pub struct Begin {
     /// The session id, for session operations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
-    /// The subject, for revocations.
+    /// The subject, for revocations and for the reads of the revoke race
+    /// (whose sessions all belong to the round's subject).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
     /// True for the contested set (one owner writes, every actor takes).
     #[serde(default)]
     pub contested: bool,
+    /// True for the revoke race: the session ids and subject of a round
+    /// are written, read and revoked by every race actor, so they are
+    /// outside the single-owner model (see `check::revocation`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub raced: bool,
     /// What a save or create writes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub written: Option<Contents>,
     /// The revocation time a revoke stores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<i64>,
+    /// Until when a revoke asks the store to keep its marker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_until: Option<i64>,
     /// When the call started.
     pub at: Stamp,
 }
@@ -376,8 +385,10 @@ pub fn begin(op: OpKind) -> Begin {
         jti: None,
         sub: None,
         contested: false,
+        raced: false,
         written: None,
         revoked_at: None,
+        keep_until: None,
         at: Stamp::default(),
     }
 }

@@ -1,6 +1,7 @@
-//! What a worker process does: open a vault, run the mixed workload and the
-//! contested takes for a bounded time while logging every call, or run the
-//! signing-key race once. Also the final scan the checker compares with.
+//! What a worker process does: open a vault, run the mixed workload, the
+//! contested takes and the revoke race for a bounded time while logging
+//! every call, or run the signing-key race once. Also the final scan the
+//! checker compares with.
 
 use std::collections::HashMap;
 use std::io;
@@ -16,9 +17,13 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::log::{
-    Contents, OpKind, OpLog, Outcome, Scan, Scanned, Stamp, begin, digest, error_kind, hex,
+    Begin, Contents, OpKind, OpLog, Outcome, Scan, Scanned, Stamp, begin, digest, error_kind, hex,
     wall_ns_now,
 };
+
+mod revoke_race;
+
+pub use revoke_race::{KEEP_SECS, LOOKBACK_MS, race_jti, race_subject};
 
 /// Environment variable holding the store URL (it may hold a password, so
 /// it is not passed as an argument).
@@ -83,6 +88,8 @@ pub struct Plan {
     pub tasks: u32,
     /// Contest actors per process.
     pub contest_tasks: u32,
+    /// Revoke-race actors per process (see [`race_subject`]).
+    pub race_tasks: u32,
     /// Which start of this process this is (after a kill, the next one
     /// continues the same actors).
     pub incarnation: u32,
@@ -96,7 +103,7 @@ pub struct Plan {
     pub subs_per_actor: u32,
     /// Session ids in the contested set.
     pub contested_jtis: u32,
-    /// Length of one contest round.
+    /// Length of one contest round and of one revoke-race round.
     pub slot_ms: u64,
     /// Pause between a mixed actor's operations.
     pub pace_ms: u64,
@@ -268,6 +275,13 @@ impl Actor<'_> {
         b.jti = Some(jti.to_owned());
         b.contested = contested;
         b.written = Some(contents);
+        self.store_session(b, session).await
+    }
+
+    /// Log `b` (a save or create with its `written` contents set) and run
+    /// it with `session`.
+    async fn store_session(&mut self, b: Begin, session: Session) -> io::Result<Outcome> {
+        let op = b.op;
         let vault = self.vault;
         let outcome = self
             .log
@@ -292,17 +306,24 @@ impl Actor<'_> {
         let mut b = begin(op);
         b.jti = Some(jti.to_owned());
         b.contested = contested;
+        self.read_logged(b).await
+    }
+
+    /// Log `b` (a get, take or delete with its `jti` set) and run it.
+    async fn read_logged(&mut self, b: Begin) -> io::Result<Outcome> {
+        let op = b.op;
+        let jti = b.jti.clone().unwrap_or_default();
         let vault = self.vault;
         let outcome = self
             .log
             .record(b, async move {
                 match op {
-                    OpKind::Take => read_outcome(vault.take_session(jti).await),
-                    OpKind::Delete => match vault.delete_session(jti).await {
+                    OpKind::Take => read_outcome(vault.take_session(&jti).await),
+                    OpKind::Delete => match vault.delete_session(&jti).await {
                         Ok(existed) => Outcome::Deleted { existed },
                         Err(e) => failed(&e),
                     },
-                    _ => read_outcome(vault.get_session(jti).await),
+                    _ => read_outcome(vault.get_session(&jti).await),
                 }
             })
             .await?;
@@ -311,13 +332,20 @@ impl Actor<'_> {
     }
 
     async fn revoke(&mut self, sub: &str) -> io::Result<Outcome> {
-        // Through the store with an explicit time (what `TokenVault::revoke_subject`
-        // does with `Revocation::now`), so the log holds the exact revocation time.
         let revocation = Revocation::now(sub);
         self.revoked.insert(sub.to_owned(), revocation.revoked_at);
+        self.revoke_logged(revocation, false).await
+    }
+
+    /// Revoke through the store with an explicit [`Revocation`] (what
+    /// `TokenVault::revoke_subject` does with the store's clock), so the log
+    /// holds its exact time and keep time.
+    async fn revoke_logged(&mut self, revocation: Revocation, raced: bool) -> io::Result<Outcome> {
         let mut b = begin(OpKind::Revoke);
-        b.sub = Some(sub.to_owned());
+        b.sub = Some(revocation.sub.clone());
         b.revoked_at = Some(revocation.revoked_at);
+        b.keep_until = Some(revocation.keep_until);
+        b.raced = raced;
         let store = self.vault.store();
         let outcome = self
             .log
@@ -332,11 +360,13 @@ impl Actor<'_> {
         Ok(outcome)
     }
 
-    async fn purge(&mut self) -> io::Result<Outcome> {
+    async fn purge(&mut self, raced: bool) -> io::Result<Outcome> {
         let vault = self.vault;
+        let mut b = begin(OpKind::Purge);
+        b.raced = raced;
         let outcome = self
             .log
-            .record(begin(OpKind::Purge), async move {
+            .record(b, async move {
                 match vault.purge_expired().await {
                     Ok(n) => Outcome::Count { n },
                     Err(e) => failed(&e),
@@ -384,7 +414,7 @@ async fn mixed(vault: Arc<TokenVault>, plan: Plan, index: u32) -> io::Result<Tot
             55..70 => actor.read(OpKind::Take, &jti, false).await?,
             70..80 => actor.read(OpKind::Delete, &jti, false).await?,
             80..83 => actor.revoke(&sub).await?,
-            83..85 => actor.purge().await?,
+            83..85 => actor.purge(false).await?,
             _ => actor.read(OpKind::Get, &jti, false).await?,
         };
         if outcome.acknowledged() {
@@ -446,8 +476,9 @@ async fn contest(vault: Arc<TokenVault>, plan: Plan, index: u32) -> io::Result<T
     Ok(actor.totals)
 }
 
-/// Run `plan` on `vault` until its end time: `tasks` mixed actors and
-/// `contest_tasks` contest actors, concurrently.
+/// Run `plan` on `vault` until its end time: `tasks` mixed actors,
+/// `contest_tasks` contest actors and `race_tasks` revoke-race actors,
+/// concurrently.
 pub async fn run_work(vault: Arc<TokenVault>, plan: &Plan) -> io::Result<Totals> {
     let mut handles = Vec::new();
     for t in 0..plan.tasks {
@@ -457,6 +488,14 @@ pub async fn run_work(vault: Arc<TokenVault>, plan: &Plan) -> io::Result<Totals>
     for c in 0..plan.contest_tasks {
         let index = plan.worker_index * plan.contest_tasks + c;
         handles.push(tokio::spawn(contest(
+            Arc::clone(&vault),
+            plan.clone(),
+            index,
+        )));
+    }
+    for r in 0..plan.race_tasks {
+        let index = plan.worker_index * plan.race_tasks + r;
+        handles.push(tokio::spawn(revoke_race::revoke_race(
             Arc::clone(&vault),
             plan.clone(),
             index,

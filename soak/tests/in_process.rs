@@ -1,7 +1,8 @@
 //! The workload and the checker in one process, on `memory://`: a clean
 //! store passes, and stores with planted bugs (a take that does not delete,
-//! saves that are acknowledged but dropped, reads that ignore expiry) are
-//! caught with the matching violation. This proves the checker can fail on
+//! saves that are acknowledged but dropped, reads that ignore expiry, a
+//! revocation that keeps no marker, one that wears off) are caught with the
+//! matching violation. This proves the checker can fail on
 //! real workload logs, not only on hand-made ones (see the unit tests in
 //! `src/check.rs`).
 //!
@@ -31,6 +32,13 @@ enum Fault {
     DropSomeSaves,
     /// get returns sessions past their expiry.
     IgnoresExpiry,
+    /// revoke deletes the subject's sessions but keeps no marker, so a
+    /// refresh in flight saves a revoked session back.
+    RevokeKeepsNoMarker,
+    /// a save a kept marker hides is stored anyway and only hidden while
+    /// the marker is kept; purge forgets the marker without deleting it,
+    /// and once the keep time is over get and take return it again.
+    RevocationWearsOff,
 }
 
 #[derive(Debug)]
@@ -38,8 +46,12 @@ struct Faulty {
     inner: MemoryStore,
     fault: Fault,
     saves: AtomicU64,
-    /// Every session written, for the expiry bug.
+    /// Every session written, for the expiry bug and the marker-less revoke.
     shadow: Mutex<HashMap<String, SessionRecord>>,
+    /// Revocations by subject, for the wearing-off bug.
+    markers: Mutex<HashMap<String, Revocation>>,
+    /// Sessions saved while a kept marker hid them, for the wearing-off bug.
+    hidden: Mutex<HashMap<String, SessionRecord>>,
 }
 
 impl Faulty {
@@ -49,6 +61,52 @@ impl Faulty {
             fault,
             saves: AtomicU64::new(0),
             shadow: Mutex::new(HashMap::new()),
+            markers: Mutex::new(HashMap::new()),
+            hidden: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Wearing-off bug: keep `s` aside if a kept marker hides it.
+    fn stash_if_hidden(&self, s: &SessionRecord) {
+        if self.fault != Fault::RevocationWearsOff {
+            return;
+        }
+        let now = unix_now();
+        let hides = self
+            .markers
+            .lock()
+            .unwrap()
+            .get(&s.sub)
+            .is_some_and(|r| r.hides(s.auth_time, now));
+        let mut hidden = self.hidden.lock().unwrap();
+        if hides {
+            hidden.insert(s.jti.clone(), s.clone());
+        } else {
+            hidden.remove(&s.jti);
+        }
+    }
+
+    /// Wearing-off bug: a stashed session whose marker is no longer kept.
+    fn revived(&self, jti: &str, take: bool) -> Option<SessionRecord> {
+        if self.fault != Fault::RevocationWearsOff {
+            return None;
+        }
+        let now = unix_now();
+        let mut hidden = self.hidden.lock().unwrap();
+        let s = hidden.get(jti)?;
+        let kept = self
+            .markers
+            .lock()
+            .unwrap()
+            .get(&s.sub)
+            .is_some_and(|r| r.hides(s.auth_time, now));
+        if kept || !s.is_live_at(now) {
+            return None;
+        }
+        if take {
+            hidden.remove(jti)
+        } else {
+            Some(s.clone())
         }
     }
 
@@ -77,6 +135,7 @@ impl BrokerStore for Faulty {
     }
     async fn create_session(&self, session: &SessionRecord) -> Result<()> {
         self.inner.create_session(session).await?;
+        self.stash_if_hidden(session);
         self.remember(session);
         Ok(())
     }
@@ -86,6 +145,7 @@ impl BrokerStore for Faulty {
             return Ok(());
         }
         self.inner.save_session(session).await?;
+        self.stash_if_hidden(session);
         self.remember(session);
         Ok(())
     }
@@ -95,17 +155,19 @@ impl BrokerStore for Faulty {
             let shadow = self.shadow.lock().unwrap().get(jti).cloned();
             return Ok(shadow.filter(|s| s.expires_at <= unix_now()));
         }
-        Ok(got)
+        Ok(got.or_else(|| self.revived(jti, false)))
     }
     async fn take_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
         if self.fault == Fault::TakeDoesNotDelete {
             return self.inner.get_session(jti).await;
         }
         self.forget(jti);
-        self.inner.take_session(jti).await
+        let taken = self.inner.take_session(jti).await?;
+        Ok(taken.or_else(|| self.revived(jti, true)))
     }
     async fn delete_session(&self, jti: &str) -> Result<bool> {
         self.forget(jti);
+        self.hidden.lock().unwrap().remove(jti);
         self.inner.delete_session(jti).await
     }
     async fn replace_session_blob(
@@ -117,10 +179,29 @@ impl BrokerStore for Faulty {
         self.inner.replace_session_blob(jti, expected, sealed).await
     }
     async fn revoke_subject(&self, revocation: &Revocation) -> Result<u64> {
-        self.shadow
+        let doomed: Vec<String> = {
+            let mut shadow = self.shadow.lock().unwrap();
+            let doomed = shadow
+                .values()
+                .filter(|s| s.sub == revocation.sub)
+                .map(|s| s.jti.clone())
+                .collect();
+            shadow.retain(|_, s| s.sub != revocation.sub);
+            doomed
+        };
+        if self.fault == Fault::RevokeKeepsNoMarker {
+            let mut n = 0;
+            for jti in doomed {
+                n += u64::from(self.inner.delete_session(&jti).await?);
+            }
+            return Ok(n);
+        }
+        self.markers
             .lock()
             .unwrap()
-            .retain(|_, s| s.sub != revocation.sub);
+            .entry(revocation.sub.clone())
+            .and_modify(|r| r.merge(revocation))
+            .or_insert_with(|| revocation.clone());
         self.inner.revoke_subject(revocation).await
     }
     async fn purge_expired(&self) -> Result<u64> {
@@ -161,7 +242,8 @@ impl BrokerStore for Faulty {
     }
 }
 
-/// Run 3 mixed and 3 contest tasks for `secs` on a store with `fault`, then check.
+/// Run 3 mixed, 3 contest and 2 revoke-race tasks for `secs` on a store
+/// with `fault`, then check.
 async fn run(fault: Fault, secs: i64) -> Report {
     let store = Arc::new(Faulty::new(fault));
     let vault = TokenVault::open(store, KeyConfig::new(EncryptionKey::generate()))
@@ -174,6 +256,7 @@ async fn run(fault: Fault, secs: i64) -> Report {
         workers: 1,
         tasks: 3,
         contest_tasks: 3,
+        race_tasks: 2,
         incarnation: 0,
         until_wall_ms: wall_ns_now() / 1_000_000 + secs * 1000,
         log_dir: dir.path().to_owned(),
@@ -217,6 +300,12 @@ async fn a_correct_store_passes() {
         report.figures.final_expected_present > 0,
         "the lost-write check had something to check"
     );
+    let race = report.figures.revocation;
+    assert!(race.revocations > 0 && race.covered > 0 && race.after > 0);
+    assert!(
+        race.reads_past_keep > 0,
+        "reads reached rounds past the marker's keep time"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,6 +333,50 @@ async fn returning_expired_sessions_is_caught() {
     let report = run(Fault::IgnoresExpiry, 4).await;
     assert!(
         report.count(ViolationKind::ExpiredReturned) > 0,
+        "{:?}",
+        report.violations
+    );
+}
+
+/// Shows a few violations of `kind`, the revoke race's first (the test
+/// output records how the checker failed).
+fn show(report: &Report, kind: ViolationKind) {
+    let mut of_kind: Vec<_> = report
+        .violations
+        .iter()
+        .filter(|v| v.kind == kind)
+        .collect();
+    of_kind.sort_by_key(|v| !v.jti.starts_with("rr"));
+    for v in of_kind.into_iter().take(3) {
+        eprintln!("  e.g. {v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_without_a_marker_is_caught() {
+    let report = run(Fault::RevokeKeepsNoMarker, 3).await;
+    show(&report, ViolationKind::RevokedReturned);
+    assert!(
+        report.count(ViolationKind::RevokedReturned) > 0,
+        "{:?}",
+        report.violations
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_that_wears_off_is_caught_by_the_revocation_property_alone() {
+    let report = run(Fault::RevocationWearsOff, 4).await;
+    show(&report, ViolationKind::RevokedReturned);
+    assert!(
+        report.count(ViolationKind::RevokedReturned) > 0,
+        "{:?}",
+        report.violations
+    );
+    // Only the race's markers expire during the run, and nothing but the
+    // revocation property judges the race's reads.
+    assert_eq!(
+        report.count(ViolationKind::RevokedReturned),
+        report.violations.len(),
         "{:?}",
         report.violations
     );

@@ -1,19 +1,23 @@
 //! The soak: a mixed workload (save, create, get, take, delete,
 //! revoke-by-subject, purge, and contested takes of the same jti by every
-//! process at the same moment) from several OS processes for a bounded
-//! time against each backend, with one restart in the middle, then the
-//! checker (`broker_soak::check`) over every logged call and a final scan:
-//! no acknowledged write lost, no session taken twice, no expired session
-//! returned (see the checker's docs for the full list).
+//! process at the same moment) plus the revoke race (a revocation of a
+//! subject racing every process's saves of it, then reads past the
+//! marker's keep time) from several OS processes for a bounded time
+//! against each backend, with one restart in the middle, then the checker
+//! (`broker_soak::check`) over every logged call and a final scan: no
+//! acknowledged write lost, no session taken twice, no expired session
+//! returned, no revoked session returned after its revocation (see the
+//! checker's docs for the full list).
 //!
 //! - Server backends (PostgreSQL, Redis, Redis Cluster, MongoDB): 4 worker
-//!   processes (2 mixed tasks + 1 contest task each), and one server
+//!   processes (2 mixed tasks + 1 contest task + 1 revoke-race task
+//!   each), and one server
 //!   restart (`BROKER_TEST_<NAME>_RESTART_CMD`, run with `sh -c`) at
 //!   30-50 % of the run. Calls during the outage fail (logged; the workers
 //!   back off and continue); every actor must have calls acknowledged
 //!   after the restart (recovery), and all errors must be `unavailable`.
-//! - sled (one process at a time): one process with 4 mixed tasks and 4
-//!   contest tasks, killed with SIGKILL at 45 % of the run and started
+//! - sled (one process at a time): one process with 4 mixed, 4 contest and
+//!   2 revoke-race tasks, killed with SIGKILL at 45 % of the run and started
 //!   again on the same database ("process restart"); the calls it was in
 //!   the middle of are logged as unfinished, i.e. ambiguous.
 //! - `memory://` is per process, so it cannot be shared between processes;
@@ -56,6 +60,7 @@ struct Shape {
     processes: u32,
     tasks: u32,
     contest_tasks: u32,
+    race_tasks: u32,
 }
 
 struct Outcome {
@@ -89,6 +94,7 @@ impl Run<'_> {
             .args(["--workers", &self.shape.processes.to_string()])
             .args(["--tasks", &self.shape.tasks.to_string()])
             .args(["--contest-tasks", &self.shape.contest_tasks.to_string()])
+            .args(["--race-tasks", &self.shape.race_tasks.to_string()])
             .args(["--incarnation", &incarnation.to_string()])
             .args(["--until-ms", &self.until.to_string()])
             .arg("--log-dir")
@@ -124,11 +130,13 @@ async fn soak(backend: Backend, restart: Restart, secs: u64) -> Outcome {
             processes: 4,
             tasks: 2,
             contest_tasks: 1,
+            race_tasks: 1,
         },
         Restart::Process(_) => Shape {
             processes: 1,
             tasks: 4,
             contest_tasks: 4,
+            race_tasks: 2,
         },
     };
     let start_at = wall_ms() + 3_000;
@@ -252,12 +260,14 @@ async fn soak(backend: Backend, restart: Restart, secs: u64) -> Outcome {
     let recovery = judge(&report, &ops, restarted_at_ns, &mut failures);
 
     let text = format!(
-        "soak {}: {} process(es) x ({} mixed + {} contest tasks), {secs} s, {restart_note}{recovery}\n  {}\n  \
+        "soak {}: {} process(es) x ({} mixed + {} contest + {} revoke-race tasks), {secs} s, \
+         {restart_note}{recovery}\n  {}\n  \
          checker: {} operations in {check_ms} ms, {} violation(s)",
         backend.name,
         shape.processes,
         shape.tasks,
         shape.contest_tasks,
+        shape.race_tasks,
         report.figures,
         ops.len(),
         report.violations.len(),
@@ -301,6 +311,9 @@ fn judge(
     }
     if report.figures.contested_wins == 0 {
         failures.push("no contested take ever won".into());
+    }
+    if report.figures.revocation.revocations == 0 {
+        failures.push("no revoke-race revocation was acknowledged".into());
     }
     let Some(at) = restarted_at_ns else {
         return String::new();

@@ -10,8 +10,8 @@
 //!   wait for a line on stdin (the barrier), then run `setup` and
 //!   `load_or_create_signing_key` with a fresh candidate key and print the
 //!   winner's fingerprint.
-//! - `work`: run the mixed workload and the contested takes until
-//!   `--until-ms`, logging every call under `--log-dir`.
+//! - `work`: run the mixed workload, the contested takes and the revoke
+//!   race until `--until-ms`, logging every call under `--log-dir`.
 
 use std::io::{BufRead as _, Write as _};
 use std::path::PathBuf;
@@ -74,6 +74,9 @@ enum Command {
         /// Contest tasks in this process.
         #[arg(long, default_value_t = 1)]
         contest_tasks: u32,
+        /// Revoke-race tasks in this process.
+        #[arg(long, default_value_t = 1)]
+        race_tasks: u32,
         /// Which start of this worker this is (0, then 1 after a kill).
         #[arg(long, default_value_t = 0)]
         incarnation: u32,
@@ -95,7 +98,7 @@ enum Command {
         /// Session ids in the contested set.
         #[arg(long, default_value_t = 8)]
         contested: u32,
-        /// Length of one contest round in ms.
+        /// Length of one contest round and of one revoke-race round in ms.
         #[arg(long, default_value_t = 500)]
         slot_ms: u64,
         /// Pause between a mixed task's calls in ms.
@@ -222,6 +225,7 @@ async fn main() -> ExitCode {
             workers,
             tasks,
             contest_tasks,
+            race_tasks,
             incarnation,
             start_at_ms,
             until_ms,
@@ -237,6 +241,7 @@ async fn main() -> ExitCode {
                 workers,
                 tasks,
                 contest_tasks,
+                race_tasks,
                 incarnation,
                 until_wall_ms: until_ms,
                 log_dir,
