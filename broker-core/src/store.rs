@@ -26,16 +26,18 @@ use crate::record::{
 ///
 /// # Revocation never wears off
 ///
-/// A kept revocation marker of `sub` *hides* every session of `sub` with
-/// `auth_time <= revoked_at`. A store never lets a hidden session become
-/// visible again, not even once the marker is forgotten:
-/// - a save or create of a session a kept marker hides is not stored (it
+/// A stored revocation marker of `sub` *hides* every session of `sub` with
+/// `auth_time <= revoked_at`, for as long as the marker is stored (its
+/// `keep_until` only says when purge may forget it). A store never lets a
+/// hidden session become visible again, not even once the marker is
+/// forgotten:
+/// - a save or create of a session a stored marker hides is not stored (it
 ///   returns `Ok`, as the session is simply never returned), where the
 ///   backend can check the marker atomically with the write;
 /// - where it cannot (a revoke racing a save on another connection), the
 ///   session may be stored, is hidden from every read while the marker is
-///   kept, and [`BrokerStore::purge_expired`] deletes it no later than, and
-///   atomically with or before, the marker itself.
+///   stored, and [`BrokerStore::purge_expired`] deletes it no later than,
+///   and atomically with or before, the marker itself.
 ///
 /// So the marker's `keep_until` bounds only how long a refresh may stay in
 /// flight (take, then save) and still be caught; it is not a security
