@@ -72,10 +72,11 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// [`MongoStore::with_operation_timeout`]).
 pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The longest a read that checks a session against its revocation marker
-/// in more than one step (take, scan) may take, even with no operation
-/// timeout; it fails as unavailable after that. Far below
-/// [`FORGOTTEN_MARKER_GRACE`], so the marker it needs is still stored.
+/// The longest a read that checks sessions against their revocation
+/// markers (get, take, scan: the session and its marker are read at
+/// different moments) may take, even with no operation timeout; it fails
+/// as unavailable after that. Far below [`FORGOTTEN_MARKER_GRACE`], so the
+/// marker it needs is still stored when it reads it.
 pub const MAX_CHECKED_READ: Duration = Duration::from_secs(60);
 
 /// How many expired sessions, or revocation markers, [`BrokerStore::purge_expired`]

@@ -19,8 +19,8 @@ use crate::documents::{MarkerDoc, date};
 use crate::{MongoStore, PURGE_BATCH, error};
 
 /// How long purge keeps a forgotten marker stored (not counted, not listed)
-/// before deleting it. Reads that check a session against its marker in
-/// two steps (take, scan) finish well within this: each is bounded by
+/// before deleting it. Reads that check a session against its marker
+/// (get, take, scan) finish well within this: each is bounded by
 /// [`crate::MAX_CHECKED_READ`]. Clock skew between workers that purge eats
 /// into the margin.
 pub const FORGOTTEN_MARKER_GRACE: Duration = Duration::from_secs(600);
