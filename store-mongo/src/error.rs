@@ -171,3 +171,8 @@ pub(crate) fn timed_out(op: &'static str, after: std::time::Duration) -> StoreEr
         },
     )
 }
+
+/// The error for a stored document of the wrong shape.
+pub(crate) fn malformed(op: &'static str) -> StoreError {
+    StoreError::corrupt(op, Corruption::Malformed("stored document"))
+}
