@@ -51,9 +51,21 @@ async fn rows_of(pool: &sqlx::PgPool, ns: &Namespace, sub: &str) -> i64 {
 async fn a_call_that_timed_out_never_commits_later() {
     let url = server!();
     let (pool, ns, _) = common::fresh_store(&url).await;
-    let store = PostgresStore::new(pool.clone())
+    // One connection, on which the save statement is prepared already, so
+    // the lock holds up its execution (not its parsing).
+    let one = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    let store = PostgresStore::new(one)
         .with_namespace(ns.clone())
         .with_operation_timeout(Duration::from_millis(400));
+    let now = unix_now();
+    store
+        .save_session(&session("warm-up", "walt", now + 3600, now - 5))
+        .await
+        .unwrap();
 
     // Another connection blocks every insert into the sessions table.
     let mut blocker = sqlx::PgConnection::connect(&url).await.unwrap();
@@ -65,7 +77,6 @@ async fn a_call_that_timed_out_never_commits_later() {
         .await
         .unwrap();
 
-    let now = unix_now();
     let e = store
         .save_session(&session("late", "lena", now + 3600, now - 5))
         .await
@@ -109,17 +120,25 @@ async fn takers_on_a_serializable_pool_get_one_some_and_no_error() {
         Arc::new(flavored_store(pool.clone(), Flavor::Serializable).with_namespace(ns.clone()));
     store.setup().await.unwrap();
     let now = unix_now();
-    for round in 0..5 {
+    for round in 0..10 {
         let jti = format!("contested-{round}");
         store
             .save_session(&session(&jti, "tess", now + 3600, now - 5))
             .await
             .unwrap();
+        // Every taker holds a connection first, then all go at once.
+        let ready = Arc::new(tokio::sync::Barrier::new(10));
         let takers: Vec<_> = (0..64)
-            .map(|_| {
+            .map(|i| {
                 let store = Arc::clone(&store);
                 let jti = jti.clone();
-                tokio::spawn(async move { store.take_session(&jti).await })
+                let ready = Arc::clone(&ready);
+                tokio::spawn(async move {
+                    if i < 10 {
+                        ready.wait().await;
+                    }
+                    store.take_session(&jti).await
+                })
             })
             .collect();
         let (mut some, mut none, mut errors) = (0, 0, Vec::new());
