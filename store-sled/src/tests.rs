@@ -40,7 +40,7 @@ fn temp_store() -> (tempfile::TempDir, SledStore) {
 
 /// Every session has exactly its two index entries, and every index entry
 /// points at a session with those fields; same for revocation markers.
-fn check_indexes(store: &SledStore) {
+pub(crate) fn check_indexes(store: &SledStore) {
     let t = store.trees("check").expect("trees");
     let mut want_e = BTreeSet::new();
     let mut want_b = BTreeSet::new();
