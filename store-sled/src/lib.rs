@@ -16,17 +16,37 @@
 //! are inserted before the session, old ones removed after it; a removal
 //! removes the session first. sled recovers a prefix of its log after a
 //! crash (the same property its own transactions rely on). Purge and revoke
-//! drop the stale entries they meet; until then a stale expiry entry is
+//! drop the stale entries they meet, and the first purge after a namespace's
+//! trees are opened checks every index entry against its session (crash
+//! leftovers predate the opening); until then a stale expiry entry is
 //! counted by [`BrokerStore::stats`]. Revocation markers (rare) still change
 //! with their expiry index in one transaction.
 //!
-//! Reads skip the revocation-marker lookup while the namespace is known to
-//! hold no marker: the answer is cached per store and invalidated by a
-//! process-wide count of marker writes (every marker writer is in this
-//! process), so a marker written through any store handle is seen at once.
+//! # Revocation never wears off
+//!
+//! Saves, creates, revocations and purge also hold an in-process lock of
+//! the session's subject (striped, process-wide, so shared by every handle
+//! on the database): a save checks the subject's marker and writes under
+//! it, a revocation writes the marker and deletes the subject's sessions
+//! under it. So a save either lands before the revocation (which deletes
+//! it) or sees the marker, and a session a kept marker hides is never
+//! stored. Purge, under the same lock, deletes every session a marker
+//! hides before it forgets a marker past its keep time; nothing else
+//! forgets markers.
+//!
+//! Reads (and saves) skip the revocation-marker lookup while the namespace
+//! is known to hold no marker: the answer is cached per store and
+//! invalidated by a process-wide count of marker writes (every marker
+//! writer is in this process), so a marker written through any store handle
+//! is seen at once; a save racing a revocation cannot miss it, as the
+//! revocation's marker write ends before the subject lock is released.
 //! Write a namespace's trees only through a store: a marker inserted into
 //! the tree directly (a restore with `Tree::insert` or `Db::import`) while
 //! a store has the namespace open would stay unseen by that store.
+//!
+//! A handle re-opens its trees after any handle in the process dropped a
+//! namespace ([`BrokerStore::drop_namespace`]), so it never keeps writing
+//! into the detached trees of a dropped (and maybe re-created) namespace.
 //!
 //! Writes are durable when the call returns under the default
 //! [`Durability::Flush`]; see [`Durability`] for the faster alternative.

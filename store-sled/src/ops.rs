@@ -188,7 +188,19 @@ impl BrokerStore for SledStore {
     async fn purge_expired(&self) -> Result<u64> {
         const OP: &str = "purge_expired";
         let t = self.trees(OP)?;
-        let (removed, wrote) = self.purge_locked(&t, self.clock.now())?;
+        let now = self.clock.now();
+        // Many small sled calls (the first purge of an opening checks every
+        // index entry): on tokio's blocking pool, not an async worker.
+        let (removed, wrote) = match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                let store = self.clone();
+                handle
+                    .spawn_blocking(move || store.purge_locked(&t, now))
+                    .await
+                    .map_err(|e| StoreError::backend(OP, e))??
+            }
+            Err(_) => self.purge_locked(&t, now)?,
+        };
         if wrote {
             self.written(OP).await?;
         }
