@@ -104,15 +104,21 @@ impl SledStore {
     /// Under the subject's lock: delete every stored session the marker of
     /// `sub` hides (kept or not: `auth_time <= revoked_at`), then, if the
     /// marker's keep time has passed, forget the marker. Returns how many
-    /// sessions were removed.
-    fn purge_marker(&self, t: &Trees, op: &'static str, sub: &str, now: UnixTime) -> Result<u64> {
+    /// sessions were removed and whether anything was written.
+    fn purge_marker(
+        &self,
+        t: &Trees,
+        op: &'static str,
+        sub: &str,
+        now: UnixTime,
+    ) -> Result<(u64, bool)> {
         let _subject = self.subject_lock(sub);
         let Some(bytes) = t
             .revocations
             .get(sub.as_bytes())
             .map_err(|e| sled_error(op, e))?
         else {
-            return Ok(0);
+            return Ok((0, false));
         };
         let marker = codec::decode_revocation(op, sub.to_owned(), &bytes)?;
         let removed = self.remove_of_subject(t, op, sub, |auth| auth <= marker.revoked_at)?;
@@ -125,8 +131,9 @@ impl SledStore {
                     Ok(())
                 })
                 .map_err(|e| tx_error(op, e))?;
+            return Ok((removed, true));
         }
-        Ok(removed)
+        Ok((removed, removed > 0))
     }
 
     /// [`broker_core::BrokerStore::purge_expired`], synchronous part:
@@ -184,8 +191,9 @@ impl SledStore {
             for key in &batch {
                 // A key that is not UTF-8 was never written by a store.
                 if let Ok(sub) = std::str::from_utf8(key) {
-                    removed += self.purge_marker(t, OP, sub, now)?;
-                    wrote = true;
+                    let (gone, changed) = self.purge_marker(t, OP, sub, now)?;
+                    removed += gone;
+                    wrote |= changed;
                 }
             }
             if batch.len() < BATCH {
@@ -212,7 +220,7 @@ impl SledStore {
                         });
                     if current {
                         // Written since step 2 passed it.
-                        removed += self.purge_marker(t, OP, sub, now)?;
+                        removed += self.purge_marker(t, OP, sub, now)?.0;
                         continue;
                     }
                 }
