@@ -36,28 +36,53 @@
 //! Text keys use the `"C"` collation, so listings sort by bytes. Secrets are
 //! only ever stored sealed (`sealed`, `value`).
 //!
-//! # Statements
+//! # Statements and transactions
 //!
-//! Every operation is one statement (one round trip), with values always
-//! sent as bind parameters: upserts use `INSERT ... ON CONFLICT ... DO
-//! UPDATE`; take is `DELETE ... RETURNING` filtered on expiry and
-//! revocation, so of many concurrent takers exactly one gets the session;
-//! create-once records use `ON CONFLICT DO NOTHING` and read the winner;
-//! purge deletes in batches of 1000 rows (`FOR UPDATE SKIP LOCKED`) so it
-//! never holds long locks; scans use keyset pagination on `jti`.
+//! Every operation is one short transaction, opened by one message that
+//! pins what the statements rely on, whatever the server's or the pool's
+//! defaults: `BEGIN ISOLATION LEVEL READ COMMITTED`, then `SET LOCAL
+//! statement_timeout` (and `idle_in_transaction_session_timeout`) to the
+//! operation timeout, and for saves and revocations a transaction-scoped
+//! advisory lock of the subject. Then one statement (purge: a few), with
+//! values always sent as bind parameters, and `COMMIT`. Upserts use `INSERT
+//! ... ON CONFLICT ... DO UPDATE`; take is `DELETE ... RETURNING` filtered
+//! on expiry and revocation, so of many concurrent takers exactly one gets
+//! the session; create-once records use `ON CONFLICT DO NOTHING` and read
+//! the winner; purge deletes in batches of 1000 rows (`FOR UPDATE SKIP
+//! LOCKED`) so it never holds long locks; scans use keyset pagination.
+//!
+//! Nothing relies on session state (no session-level `SET`, no session
+//! advisory lock), so the store works behind PgBouncer in transaction
+//! mode; there, also call [`PostgresStore::with_prepared_statements`]
+//! with `false` (see the README).
+//!
+//! # Revocation never wears off
+//!
+//! A save or create of a session that a kept marker hides is not stored
+//! (`INSERT ... SELECT ... WHERE NOT EXISTS (marker)`). A save holds the
+//! subject's advisory lock in shared mode, a revocation in exclusive mode,
+//! so a revocation waits for the saves of its subject in flight (and then
+//! deletes what they stored) and a save that starts later sees the marker:
+//! across connections and processes a hidden session is never stored.
+//! Reads still check the markers. Purge deletes a marker past its keep
+//! time in the same statement as every session it hides, and deletes
+//! sessions any marker hides; markers go only through purge or
+//! `drop_namespace`, never by a timer of their own.
 //!
 //! # Timeouts and outages
 //!
-//! Every statement runs under an operation timeout (default
+//! Every operation runs under an operation timeout (default
 //! [`DEFAULT_OPERATION_TIMEOUT`], 10 s, see
-//! [`PostgresStore::with_operation_timeout`]); a pool made by
-//! [`PostgresStore::connect`] also gives up acquiring a connection after
-//! [`CONNECT_ACQUIRE_TIMEOUT`] (5 s). A server that is down or restarting
-//! therefore costs an operation at most that long, and it fails with
-//! [`StoreError::Unavailable`]. Errors are classified by SQLSTATE code and
-//! driver error variant, never by message text. The pool replaces broken
-//! connections by itself, so the same store works again once the server is
-//! back.
+//! [`PostgresStore::with_operation_timeout`]), on the client and, as
+//! `statement_timeout`, on the server: a call that gave up on the client
+//! never commits later (it never sent `COMMIT`, and its statement is
+//! cancelled by the server). A pool made by [`PostgresStore::connect`]
+//! also gives up acquiring a connection after [`CONNECT_ACQUIRE_TIMEOUT`]
+//! (5 s). A server that is down or restarting therefore costs an operation
+//! at most that long, and it fails with [`StoreError::Unavailable`].
+//! Errors are classified by SQLSTATE code and driver error variant, never
+//! by message text. The pool replaces broken connections by itself, so the
+//! same store works again once the server is back.
 //!
 //! # Durability
 //!
@@ -67,28 +92,46 @@
 
 #![warn(missing_docs)]
 
+/// Run `$body` (which may `.await` and use `?` on sqlx errors) on `$conn`,
+/// the connection of a fresh transaction (see [`PostgresStore::begin`]),
+/// commit, and yield the body's value: a `Future` of [`Result`] under the
+/// store's operation timeout.
+macro_rules! in_transaction {
+    ($store:expr, $op:expr, $lock:expr, |$conn:ident| $body:expr) => {
+        $store.run($op, async {
+            let mut tx = $store.begin($lock).await?;
+            let out = {
+                let $conn: &mut sqlx::PgConnection = &mut *tx;
+                $body
+            };
+            tx.commit().await?;
+            Ok(out)
+        })
+    };
+}
+
 mod error;
+mod ops;
 mod sql;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
+#[allow(unused_imports)] // named by intra-doc links
+use broker_core::BrokerStore;
 use broker_core::clock::{Clock, system_clock};
-use broker_core::{
-    BrokerStore, Namespace, PeerJwks, Result, Revocation, RevocationPage, SessionPage,
-    SessionRecord, StoreError, StoreStats, validate,
-};
-use sqlx::Row;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use broker_core::{Namespace, Result, SessionRecord, StoreError};
+use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow};
+use sqlx::query::{Query, QueryAs, QueryScalar};
+use sqlx::{Postgres, Row, SqlSafeStr, SqlStr, Transaction};
 
 pub use error::{DatabaseError, OperationTimedOut};
 /// The driver this crate is built on, re-exported so you use the same version.
 pub use sqlx;
 
 use crate::error::{classify, timed_out};
-use crate::sql::{Names, PURGE_BATCH, RELATIONS_EXIST, SCHEMA_EXISTS, Statements};
+use crate::sql::{Names, SCHEMA_EXISTS, Statements, SubjectLock};
 
 /// How long one statement may take before the operation fails with
 /// [`StoreError::Unavailable`], unless changed with
@@ -154,6 +197,9 @@ pub struct PostgresStore {
     sql: Arc<Statements>,
     timeout: Duration,
     clock: Arc<dyn Clock>,
+    /// Named prepared statements, cached per connection (sqlx's default);
+    /// `false`: unnamed statements, parsed anew each time (PgBouncer).
+    prepared: bool,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -162,6 +208,7 @@ impl std::fmt::Debug for PostgresStore {
             .field("namespace", &self.namespace)
             .field("schema", &self.schema)
             .field("operation_timeout", &self.timeout)
+            .field("prepared_statements", &self.prepared)
             .finish_non_exhaustive()
     }
 }
@@ -190,6 +237,7 @@ impl PostgresStore {
             sql: Arc::new(sql),
             timeout: DEFAULT_OPERATION_TIMEOUT,
             clock: system_clock(),
+            prepared: true,
         }
     }
 
@@ -244,18 +292,41 @@ impl PostgresStore {
         Ok(self)
     }
 
-    /// How long one statement may run before the operation fails with
-    /// [`StoreError::Unavailable`] (default [`DEFAULT_OPERATION_TIMEOUT`]).
-    /// With a pool of your own, keep its `acquire_timeout` below this.
+    /// How long one operation may take before it fails with
+    /// [`StoreError::Unavailable`] (default [`DEFAULT_OPERATION_TIMEOUT`]);
+    /// also each statement's server-side `statement_timeout`, so a call the
+    /// client gave up on never commits later. With a pool of your own, keep
+    /// its `acquire_timeout` below this.
     pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
+    /// The operation timeout (see [`PostgresStore::with_operation_timeout`]).
+    pub fn operation_timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Decide expiry and revocation by `clock` (default: the system clock of
-    /// this process; the times are bound into each statement).
+    /// this process; the times are bound into each statement, so the
+    /// server's clock decides nothing).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Whether statements are sent as named prepared statements, which
+    /// each connection parses once and caches (`true`, the default), or as
+    /// unnamed ones, parsed anew each time (one more round trip each).
+    ///
+    /// Behind PgBouncer in transaction mode (before 1.21, or without
+    /// `max_prepared_statements`) use `false`, and turn sqlx's statement
+    /// cache off on the pool
+    /// ([`PgConnectOptions::statement_cache_capacity(0)`](sqlx::postgres::PgConnectOptions::statement_cache_capacity)):
+    /// a named statement lives on one server connection, which PgBouncer
+    /// hands to other clients between transactions.
+    pub fn with_prepared_statements(mut self, prepared: bool) -> Self {
+        self.prepared = prepared;
         self
     }
 
@@ -281,14 +352,13 @@ impl PostgresStore {
             (Some(schema), Some(with_schema)) => {
                 // Only ask for CREATE SCHEMA when it is missing, so a role
                 // without CREATE on the database can use a schema made for it.
-                let exists: bool = self
-                    .run(
-                        OP,
-                        sqlx::query_scalar(SCHEMA_EXISTS)
-                            .bind(schema.as_str())
-                            .fetch_one(&self.pool),
-                    )
-                    .await?;
+                let exists: bool = in_transaction!(self, OP, None, |conn| {
+                    self.scalar(SCHEMA_EXISTS)
+                        .bind(schema.as_str())
+                        .fetch_one(conn)
+                        .await?
+                })
+                .await?;
                 if exists {
                     self.sql.migrate.clone()
                 } else {
@@ -297,8 +367,10 @@ impl PostgresStore {
             }
             _ => self.sql.migrate.clone(),
         };
-        self.run(OP, sqlx::raw_sql(script).execute(&self.pool))
-            .await?;
+        in_transaction!(self, OP, None, |conn| {
+            sqlx::raw_sql(script).execute(conn).await?
+        })
+        .await?;
         Ok(())
     }
 
@@ -309,7 +381,9 @@ impl PostgresStore {
         self.names = Arc::new(names);
     }
 
-    /// Run one statement under the operation timeout, classifying errors.
+    /// Run one operation under the operation timeout, classifying errors.
+    /// A future dropped at the timeout never commits: its transaction is
+    /// rolled back when the connection goes back to the pool.
     async fn run<T>(
         &self,
         op: &'static str,
@@ -322,13 +396,39 @@ impl PostgresStore {
         }
     }
 
-    async fn fetch_session(
+    /// Open this operation's transaction (see [`sql::begin`]), holding the
+    /// advisory lock of `sub` in `mode` if asked.
+    async fn begin(
         &self,
-        op: &'static str,
-        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> Result<Option<SessionRecord>> {
-        let row = self.run(op, query.fetch_optional(&self.pool)).await?;
-        row.map(|r| session_from_row(op, &r)).transpose()
+        lock: Option<(SubjectLock, &str)>,
+    ) -> std::result::Result<Transaction<'static, Postgres>, sqlx::Error> {
+        // statement_timeout takes milliseconds as a 32-bit integer.
+        let ms = u64::try_from(self.timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .clamp(1, i32::MAX as u64);
+        let lock = lock.map(|(mode, sub)| (mode, sql::subject_lock_key(&self.names.sessions, sub)));
+        self.pool.begin_with(sql::begin(ms, lock)).await
+    }
+
+    /// A statement, named (prepared and cached) or not, as configured.
+    fn query(&self, text: &SqlStr) -> Query<'static, Postgres, PgArguments> {
+        sqlx::query(text.clone()).persistent(self.prepared)
+    }
+
+    /// A statement returning one column.
+    fn scalar<T>(&self, text: impl SqlSafeStr) -> QueryScalar<'static, Postgres, T, PgArguments>
+    where
+        (T,): for<'r> sqlx::FromRow<'r, PgRow>,
+    {
+        sqlx::query_scalar(text).persistent(self.prepared)
+    }
+
+    /// A statement returning rows as tuples.
+    fn rows<T>(&self, text: &SqlStr) -> QueryAs<'static, Postgres, T, PgArguments>
+    where
+        T: for<'r> sqlx::FromRow<'r, PgRow>,
+    {
+        sqlx::query_as(text.clone()).persistent(self.prepared)
     }
 }
 
@@ -347,408 +447,6 @@ fn session_from_row(op: &'static str, row: &PgRow) -> Result<SessionRecord> {
 
 fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
-}
-
-#[async_trait]
-impl BrokerStore for PostgresStore {
-    fn namespace(&self) -> &Namespace {
-        &self.namespace
-    }
-
-    fn sibling(&self, namespace: Namespace) -> Arc<dyn BrokerStore> {
-        Arc::new(self.clone().with_namespace(namespace))
-    }
-
-    fn clock(&self) -> Arc<dyn Clock> {
-        Arc::clone(&self.clock)
-    }
-
-    async fn setup(&self) -> Result<()> {
-        // Fast path without locks when everything is there already.
-        let present: bool = self
-            .run(
-                "setup",
-                sqlx::query_scalar(RELATIONS_EXIST)
-                    .bind(&self.names.relations)
-                    .fetch_one(&self.pool),
-            )
-            .await?;
-        if present {
-            return Ok(());
-        }
-        self.migrate().await.map_err(|e| e.with_op("setup"))
-    }
-
-    async fn health(&self) -> Result<()> {
-        self.run("health", sqlx::query("SELECT 1").execute(&self.pool))
-            .await?;
-        Ok(())
-    }
-
-    async fn create_session(&self, session: &SessionRecord) -> Result<()> {
-        const OP: &str = "create_session";
-        validate::session(OP, session)?;
-        let inserted = self
-            .run(
-                OP,
-                sqlx::query(self.sql.create_session.clone())
-                    .bind(&session.jti)
-                    .bind(&session.sub)
-                    .bind(session.expires_at)
-                    .bind(session.auth_time)
-                    .bind(&session.sealed)
-                    .bind(self.clock.now())
-                    .fetch_optional(&self.pool),
-            )
-            .await?;
-        match inserted {
-            Some(_) => Ok(()),
-            None => Err(StoreError::Conflict {
-                op: OP,
-                what: "a session with this jti exists",
-            }),
-        }
-    }
-
-    async fn save_session(&self, session: &SessionRecord) -> Result<()> {
-        const OP: &str = "save_session";
-        validate::session(OP, session)?;
-        self.run(
-            OP,
-            sqlx::query(self.sql.save_session.clone())
-                .bind(&session.jti)
-                .bind(&session.sub)
-                .bind(session.expires_at)
-                .bind(session.auth_time)
-                .bind(&session.sealed)
-                .execute(&self.pool),
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn get_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
-        const OP: &str = "get_session";
-        validate::jti(OP, jti)?;
-        let query = sqlx::query(self.sql.get_session.clone())
-            .bind(jti)
-            .bind(self.clock.now());
-        self.fetch_session(OP, query).await
-    }
-
-    async fn take_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
-        const OP: &str = "take_session";
-        validate::jti(OP, jti)?;
-        let query = sqlx::query(self.sql.take_session.clone())
-            .bind(jti)
-            .bind(self.clock.now());
-        self.fetch_session(OP, query).await
-    }
-
-    async fn delete_session(&self, jti: &str) -> Result<bool> {
-        const OP: &str = "delete_session";
-        validate::jti(OP, jti)?;
-        let done = self
-            .run(
-                OP,
-                sqlx::query(self.sql.delete_session.clone())
-                    .bind(jti)
-                    .execute(&self.pool),
-            )
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn replace_session_blob(
-        &self,
-        jti: &str,
-        expected: &[u8],
-        sealed: &[u8],
-    ) -> Result<bool> {
-        const OP: &str = "replace_session_blob";
-        validate::jti(OP, jti)?;
-        validate::sealed(OP, sealed)?;
-        let done = self
-            .run(
-                OP,
-                sqlx::query(self.sql.replace_session_blob.clone())
-                    .bind(jti)
-                    .bind(expected)
-                    .bind(sealed)
-                    .execute(&self.pool),
-            )
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn revoke_subject(&self, revocation: &Revocation) -> Result<u64> {
-        const OP: &str = "revoke_subject";
-        validate::revocation(OP, revocation)?;
-        let deleted: i64 = self
-            .run(
-                OP,
-                sqlx::query_scalar(self.sql.revoke_subject.clone())
-                    .bind(&revocation.sub)
-                    .bind(revocation.revoked_at)
-                    .bind(revocation.keep_until)
-                    .fetch_one(&self.pool),
-            )
-            .await?;
-        Ok(count(deleted))
-    }
-
-    async fn purge_expired(&self) -> Result<u64> {
-        const OP: &str = "purge_expired";
-        let now = self.clock.now();
-        let mut sessions = 0;
-        loop {
-            let done = self
-                .run(
-                    OP,
-                    sqlx::query(self.sql.purge_sessions.clone())
-                        .bind(now)
-                        .bind(PURGE_BATCH)
-                        .execute(&self.pool),
-                )
-                .await?;
-            sessions += done.rows_affected();
-            if done.rows_affected() < PURGE_BATCH as u64 {
-                break;
-            }
-        }
-        loop {
-            let done = self
-                .run(
-                    OP,
-                    sqlx::query(self.sql.purge_revocations.clone())
-                        .bind(now)
-                        .bind(PURGE_BATCH)
-                        .execute(&self.pool),
-                )
-                .await?;
-            if done.rows_affected() < PURGE_BATCH as u64 {
-                break;
-            }
-        }
-        Ok(sessions)
-    }
-
-    async fn scan_sessions(&self, cursor: Option<&str>, limit: usize) -> Result<SessionPage> {
-        const OP: &str = "scan_sessions";
-        validate::page_limit(OP, limit)?;
-        if let Some(c) = cursor
-            && (c.len() > validate::MAX_ID_BYTES || c.as_bytes().contains(&0))
-        {
-            return Err(StoreError::invalid(
-                OP,
-                "the cursor is not one this store returned",
-            ));
-        }
-        // One row more than asked tells whether another page follows.
-        let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-        let now = self.clock.now();
-        let query = match cursor {
-            None => sqlx::query(self.sql.scan_first.clone())
-                .bind(now)
-                .bind(fetch),
-            Some(after) => sqlx::query(self.sql.scan_after.clone())
-                .bind(now)
-                .bind(fetch)
-                .bind(after),
-        };
-        let rows = self.run(OP, query.fetch_all(&self.pool)).await?;
-        let mut sessions = rows
-            .iter()
-            .map(|r| session_from_row(OP, r))
-            .collect::<Result<Vec<_>>>()?;
-        let next = if sessions.len() > limit {
-            sessions.truncate(limit);
-            sessions.last().map(|s| s.jti.clone())
-        } else {
-            None
-        };
-        Ok(SessionPage { sessions, next })
-    }
-
-    async fn scan_revocations(&self, cursor: Option<&str>, limit: usize) -> Result<RevocationPage> {
-        const OP: &str = "scan_revocations";
-        validate::page_limit(OP, limit)?;
-        if let Some(c) = cursor {
-            validate::sub(OP, c)?;
-        }
-        let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-        let rows: Vec<(String, i64, i64)> = self
-            .run(
-                OP,
-                sqlx::query_as(self.sql.scan_revocations.clone())
-                    .bind(self.clock.now())
-                    .bind(fetch)
-                    .bind(cursor)
-                    .fetch_all(&self.pool),
-            )
-            .await?;
-        let mut revocations: Vec<Revocation> = rows
-            .into_iter()
-            .map(|(sub, revoked_at, keep_until)| Revocation {
-                sub,
-                revoked_at,
-                keep_until,
-            })
-            .collect();
-        let next = if revocations.len() > limit {
-            revocations.truncate(limit);
-            revocations.last().map(|r| r.sub.clone())
-        } else {
-            None
-        };
-        Ok(RevocationPage { revocations, next })
-    }
-
-    async fn create_record(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
-        const OP: &str = "create_record";
-        validate::record_name(OP, name)?;
-        validate::sealed(OP, value)?;
-        // Records are never deleted through the store, so a second attempt
-        // only runs if one was removed by hand between the two statements.
-        for _ in 0..3 {
-            let stored: Option<Vec<u8>> = self
-                .run(
-                    OP,
-                    sqlx::query_scalar(self.sql.create_record.clone())
-                        .bind(name)
-                        .bind(value)
-                        .fetch_optional(&self.pool),
-                )
-                .await?;
-            if let Some(stored) = stored {
-                return Ok(stored);
-            }
-            // A racing creator committed after this statement's snapshot:
-            // a new statement sees its value.
-            if let Some(stored) = self.get_record(name).await.map_err(|e| e.with_op(OP))? {
-                return Ok(stored);
-            }
-        }
-        Err(StoreError::backend(
-            OP,
-            "the record kept disappearing while it was created",
-        ))
-    }
-
-    async fn get_record(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        const OP: &str = "get_record";
-        validate::record_name(OP, name)?;
-        self.run(
-            OP,
-            sqlx::query_scalar(self.sql.get_record.clone())
-                .bind(name)
-                .fetch_optional(&self.pool),
-        )
-        .await
-    }
-
-    async fn replace_record(&self, name: &str, expected: &[u8], value: &[u8]) -> Result<bool> {
-        const OP: &str = "replace_record";
-        validate::record_name(OP, name)?;
-        validate::sealed(OP, value)?;
-        let done = self
-            .run(
-                OP,
-                sqlx::query(self.sql.replace_record.clone())
-                    .bind(name)
-                    .bind(expected)
-                    .bind(value)
-                    .execute(&self.pool),
-            )
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn list_records(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        const OP: &str = "list_records";
-        self.run(
-            OP,
-            sqlx::query_as(self.sql.list_records.clone()).fetch_all(&self.pool),
-        )
-        .await
-    }
-
-    async fn save_peer(&self, peer: &PeerJwks) -> Result<()> {
-        const OP: &str = "save_peer";
-        validate::peer(OP, peer)?;
-        self.run(
-            OP,
-            sqlx::query(self.sql.save_peer.clone())
-                .bind(&peer.issuer)
-                .bind(&peer.jwks)
-                .bind(peer.fetched_at)
-                .execute(&self.pool),
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn load_peers(&self) -> Result<Vec<PeerJwks>> {
-        const OP: &str = "load_peers";
-        let rows: Vec<(String, String, i64)> = self
-            .run(
-                OP,
-                sqlx::query_as(self.sql.load_peers.clone()).fetch_all(&self.pool),
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(issuer, jwks, fetched_at)| PeerJwks {
-                issuer,
-                jwks,
-                fetched_at,
-            })
-            .collect())
-    }
-
-    async fn delete_peer(&self, issuer: &str) -> Result<bool> {
-        const OP: &str = "delete_peer";
-        validate::issuer(OP, issuer)?;
-        let done = self
-            .run(
-                OP,
-                sqlx::query(self.sql.delete_peer.clone())
-                    .bind(issuer)
-                    .execute(&self.pool),
-            )
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn drop_namespace(&self) -> Result<()> {
-        const OP: &str = "drop_namespace";
-        self.run(
-            OP,
-            sqlx::raw_sql(self.sql.drop_namespace.clone()).execute(&self.pool),
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn stats(&self) -> Result<StoreStats> {
-        const OP: &str = "stats";
-        let (live, expired, subjects, peers, records, revocations): (i64, i64, i64, i64, i64, i64) =
-            self.run(
-                OP,
-                sqlx::query_as(self.sql.stats.clone())
-                    .bind(self.clock.now())
-                    .fetch_one(&self.pool),
-            )
-            .await?;
-        let mut stats = StoreStats::default();
-        stats.live_sessions = count(live);
-        stats.expired_sessions = count(expired);
-        stats.subjects = Some(count(subjects));
-        stats.peers = count(peers);
-        stats.records = count(records);
-        stats.revocations = count(revocations);
-        Ok(stats)
-    }
 }
 
 #[cfg(test)]

@@ -102,6 +102,7 @@ pub(crate) struct Statements {
     pub(crate) replace_session_blob: SqlStr,
     pub(crate) revoke_subject: SqlStr,
     pub(crate) purge_sessions: SqlStr,
+    pub(crate) purge_hidden: SqlStr,
     pub(crate) purge_revocations: SqlStr,
     pub(crate) scan_first: SqlStr,
     pub(crate) scan_after: SqlStr,
@@ -166,22 +167,37 @@ impl Statements {
             )
         };
 
+        // True if a kept marker hides session ($2 sub, $4 auth_time) at $6.
+        let hides = format!(
+            "EXISTS (SELECT 1 FROM {r} rv WHERE rv.sub = $2 \
+             AND rv.revoked_at >= $4 AND rv.keep_until > $6)"
+        );
+
         Self {
             migrate: sql(format!("{lock}{ddl}")),
             migrate_with_schema,
             // Conflicts only with a live session of that jti (the WHERE of
-            // DO UPDATE fails, so nothing is returned); an expired one is replaced.
+            // DO UPDATE fails, so nothing is inserted); an expired one is
+            // replaced. A session a kept marker hides is not inserted; the
+            // flags tell the caller which case it was.
             create_session: sql(format!(
-                "INSERT INTO {s} AS t (jti, sub, expires_at, auth_time, sealed) \
-                 VALUES ($1, $2, $3, $4, $5) \
+                "WITH hidden AS (SELECT {hides} AS h), \
+                 ins AS (INSERT INTO {s} AS t (jti, sub, expires_at, auth_time, sealed) \
+                 SELECT $1, $2, $3, $4, $5 WHERE NOT (SELECT h FROM hidden) \
                  ON CONFLICT (jti) DO UPDATE SET sub = EXCLUDED.sub, \
                  expires_at = EXCLUDED.expires_at, auth_time = EXCLUDED.auth_time, \
                  sealed = EXCLUDED.sealed WHERE t.expires_at <= $6 \
-                 RETURNING 1"
+                 RETURNING 1) \
+                 SELECT EXISTS (SELECT 1 FROM ins), (SELECT h FROM hidden), \
+                 EXISTS (SELECT 1 FROM {s} WHERE jti = $1 AND expires_at > $6)"
             )),
+            // An upsert; a session a kept marker hides is not stored, and
+            // what was stored under its jti goes (the save replaced it).
             save_session: sql(format!(
-                "INSERT INTO {s} (jti, sub, expires_at, auth_time, sealed) \
-                 VALUES ($1, $2, $3, $4, $5) \
+                "WITH hidden AS (SELECT {hides} AS h), \
+                 gone AS (DELETE FROM {s} WHERE jti = $1 AND (SELECT h FROM hidden)) \
+                 INSERT INTO {s} (jti, sub, expires_at, auth_time, sealed) \
+                 SELECT $1, $2, $3, $4, $5 WHERE NOT (SELECT h FROM hidden) \
                  ON CONFLICT (jti) DO UPDATE SET sub = EXCLUDED.sub, \
                  expires_at = EXCLUDED.expires_at, auth_time = EXCLUDED.auth_time, \
                  sealed = EXCLUDED.sealed"
@@ -214,9 +230,22 @@ impl Statements {
                 "DELETE FROM {s} WHERE jti IN (SELECT jti FROM {s} WHERE expires_at <= $1 \
                  ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
             )),
+            // Sessions a marker hides (stored before this version refused
+            // them, or by a worker whose clock had the marker expired).
+            purge_hidden: sql(format!(
+                "DELETE FROM {s} WHERE jti IN (SELECT s.jti FROM {s} s JOIN {r} rv \
+                 ON rv.sub = s.sub AND s.auth_time <= rv.revoked_at \
+                 LIMIT $1 FOR UPDATE OF s SKIP LOCKED)"
+            )),
+            // Markers past their keep time, together with every session
+            // they hide, in one statement: both deletions commit at once.
             purge_revocations: sql(format!(
-                "DELETE FROM {r} WHERE sub IN (SELECT sub FROM {r} WHERE keep_until <= $1 \
-                 ORDER BY keep_until LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                "WITH due AS (SELECT sub, revoked_at FROM {r} WHERE keep_until <= $1 \
+                 ORDER BY keep_until LIMIT $2 FOR UPDATE SKIP LOCKED), \
+                 hidden AS (DELETE FROM {s} s USING due \
+                 WHERE s.sub = due.sub AND s.auth_time <= due.revoked_at RETURNING 1), \
+                 forgotten AS (DELETE FROM {r} rv USING due WHERE rv.sub = due.sub RETURNING 1) \
+                 SELECT (SELECT count(*) FROM hidden), (SELECT count(*) FROM forgotten)"
             )),
             scan_first: sql(format!(
                 "SELECT s.jti, s.sub, s.expires_at, s.auth_time, s.sealed FROM {s} s \
@@ -279,3 +308,84 @@ pub(crate) const RELATIONS_EXIST: &str =
 /// Whether a schema exists.
 pub(crate) const SCHEMA_EXISTS: &str =
     "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)";
+
+/// How an operation's transaction locks one subject of the namespace
+/// (a transaction-scoped advisory lock, so it works behind PgBouncer in
+/// transaction mode and is released by commit or rollback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SubjectLock {
+    /// Saves and creates: many at once, but never while the subject is
+    /// being revoked.
+    Shared,
+    /// Revocations: waits for the subject's saves in flight, and holds
+    /// back new ones until it committed.
+    Exclusive,
+}
+
+/// FNV-1a (64 bit) folded to 32 bits: a stable hash, the same in every
+/// process and version, for advisory-lock keys.
+fn fold_hash(bytes: &[u8]) -> i32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    ((h >> 32) ^ h) as u32 as i32
+}
+
+/// The two-`int4` advisory-lock key of `sub` in the namespace whose
+/// sessions table is `sessions` (quoted, qualified). Two-`int4` keys never
+/// collide with the `bigint` key of [`MIGRATE_LOCK_KEY`]; a collision
+/// between two subjects only makes one wait for the other.
+pub(crate) fn subject_lock_key(sessions: &str, sub: &str) -> (i32, i32) {
+    (fold_hash(sessions.as_bytes()), fold_hash(sub.as_bytes()))
+}
+
+/// The one simple-query message that opens every operation's transaction:
+/// `READ COMMITTED` whatever the server's or pool's default (the statements
+/// rely on it), a server-side `statement_timeout` (and an idle-in-transaction
+/// timeout) of `timeout_ms` set with `SET LOCAL` (so nothing outlives the
+/// transaction; no session state), and the subject lock, if any. Only
+/// integers are formatted into the text.
+pub(crate) fn begin(timeout_ms: u64, lock: Option<(SubjectLock, (i32, i32))>) -> SqlStr {
+    let mut text = format!(
+        "BEGIN ISOLATION LEVEL READ COMMITTED; \
+         SET LOCAL statement_timeout = {timeout_ms}; \
+         SET LOCAL idle_in_transaction_session_timeout = {timeout_ms};"
+    );
+    if let Some((mode, (a, b))) = lock {
+        let function = match mode {
+            SubjectLock::Shared => "pg_advisory_xact_lock_shared",
+            SubjectLock::Exclusive => "pg_advisory_xact_lock",
+        };
+        text.push_str(&format!(" SELECT {function}({a}, {b});"));
+    }
+    sql(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_keys_are_stable_and_separate_subjects_and_namespaces() {
+        let a = subject_lock_key("\"ns_sessions\"", "alice");
+        assert_eq!(a, subject_lock_key("\"ns_sessions\"", "alice"));
+        assert_ne!(a, subject_lock_key("\"ns_sessions\"", "bob"));
+        assert_ne!(a.0, subject_lock_key("\"other_sessions\"", "alice").0);
+        // Pinned: every process and version must agree on the key.
+        assert_eq!(fold_hash(b""), (0xcbf2_9ce4_u32 ^ 0x8422_2325_u32) as i32);
+        assert_eq!(fold_hash(b"a"), 0x2962_30c0_u32 as i32);
+    }
+
+    #[test]
+    fn begin_formats_only_integers() {
+        let text = begin(3000, Some((SubjectLock::Shared, (-5, 7))));
+        assert_eq!(
+            text.as_str(),
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL statement_timeout = 3000; \
+             SET LOCAL idle_in_transaction_session_timeout = 3000; \
+             SELECT pg_advisory_xact_lock_shared(-5, 7);"
+        );
+        assert!(begin(10, None).as_str().ends_with("timeout = 10;"));
+    }
+}

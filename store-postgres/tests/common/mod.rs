@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use broker_core::{BrokerStore, Namespace, StoreError};
-use sqlx::Row;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Executor as _, Row};
 use store_postgres::PostgresStore;
+
+pub mod restart;
 
 /// The test server's URL, or `None` (skipped loudly; a panic under CI=true).
 pub async fn postgres_url() -> Option<String> {
@@ -123,20 +125,100 @@ pub async fn drop_tables(
     Ok(())
 }
 
-/// The conformance factory: `open` connects from the URL, `open_from_handle`
-/// shares one pool, raw reads and teardown use plain SQL.
+/// How the factory's stores reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// `PostgresStore::connect(url)`.
+    Plain,
+    /// A pool whose connections default to `SERIALIZABLE` transactions
+    /// (`SET default_transaction_isolation` in `after_connect`).
+    Serializable,
+    /// sqlx's statement cache off and unnamed statements, as behind
+    /// PgBouncer in transaction mode.
+    NoStatementCache,
+    /// Short timeouts (1 s pool acquire, 3 s per operation), for the
+    /// restart case.
+    ShortTimeouts,
+}
+
+/// A pool of `flavor` on `url` (one per call).
+pub async fn flavored_pool(url: &str, flavor: Flavor) -> Result<PgPool, sqlx::Error> {
+    let mut options = PgPoolOptions::new()
+        .max_connections(10)
+        .acquire_timeout(Duration::from_secs(5));
+    let mut connect: PgConnectOptions = url.parse()?;
+    match flavor {
+        Flavor::Plain => {}
+        Flavor::Serializable => {
+            options = options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute("SET default_transaction_isolation TO 'serializable'")
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        Flavor::NoStatementCache => connect = connect.statement_cache_capacity(0),
+        Flavor::ShortTimeouts => options = options.acquire_timeout(Duration::from_secs(1)),
+    }
+    options.connect_with(connect).await
+}
+
+/// A store of `flavor` on `pool`.
+pub fn flavored_store(pool: PgPool, flavor: Flavor) -> PostgresStore {
+    let store = PostgresStore::new(pool);
+    match flavor {
+        Flavor::Plain | Flavor::Serializable => store,
+        Flavor::NoStatementCache => store.with_prepared_statements(false),
+        Flavor::ShortTimeouts => store.with_operation_timeout(Duration::from_secs(3)),
+    }
+}
+
+/// The conformance factory: `open` makes a pool of its own per call (so
+/// `open_again` means another connection pool), `open_from_handle` shares
+/// one pool; raw reads and teardown use plain SQL on a direct pool.
 pub struct PgFactory {
+    /// Where the stores connect (PostgreSQL, or PgBouncer in front of it).
     pub url: String,
-    /// The "application's" pool handed to stores by `open_from_handle`,
-    /// also used for raw SQL and teardown.
+    pub flavor: Flavor,
+    /// The "application's" pool handed to stores by `open_from_handle`.
     pub pool: PgPool,
+    /// A direct pool for raw SQL and teardown.
+    pub admin: PgPool,
+    /// The command restarting the server (rule 18), if any.
+    pub restart_cmd: Option<String>,
 }
 
 impl PgFactory {
     pub async fn new() -> Option<Self> {
+        Self::with_flavor(Flavor::Plain).await
+    }
+
+    pub async fn with_flavor(flavor: Flavor) -> Option<Self> {
         let url = postgres_url().await?;
-        let pool = admin_pool(&url).await;
-        Some(Self { url, pool })
+        Some(Self::on(url.clone(), url, flavor).await)
+    }
+
+    /// Stores on `url` (e.g. PgBouncer), raw SQL on `admin_url`.
+    pub async fn on(url: String, admin_url: String, flavor: Flavor) -> Self {
+        let pool = flavored_pool(&url, flavor)
+            .await
+            .expect("the test server answers");
+        if flavor == Flavor::Serializable {
+            let level: String = sqlx::query_scalar("SHOW default_transaction_isolation")
+                .fetch_one(&pool)
+                .await
+                .expect("SHOW works");
+            assert_eq!(level, "serializable", "the pool's default isolation");
+        }
+        let admin = admin_pool(&admin_url).await;
+        Self {
+            url,
+            flavor,
+            pool,
+            admin,
+            restart_cmd: None,
+        }
     }
 }
 
@@ -147,11 +229,19 @@ fn backend(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 #[conformance::async_trait]
 impl conformance::StoreFactory for PgFactory {
     fn name(&self) -> String {
-        "postgres".into()
+        format!("postgres ({:?})", self.flavor)
     }
 
     async fn open(&self, namespace: &Namespace) -> Result<Arc<dyn BrokerStore>, StoreError> {
-        let store = PostgresStore::connect(&self.url).await?;
+        let store = match self.flavor {
+            Flavor::Plain => PostgresStore::connect(&self.url).await?,
+            flavor => flavored_store(
+                flavored_pool(&self.url, flavor)
+                    .await
+                    .map_err(|e| StoreError::unavailable("open", e))?,
+                flavor,
+            ),
+        };
         Ok(Arc::new(store.with_namespace(namespace.clone())))
     }
 
@@ -159,7 +249,8 @@ impl conformance::StoreFactory for PgFactory {
         &self,
         namespace: &Namespace,
     ) -> Result<Option<Arc<dyn BrokerStore>>, StoreError> {
-        let store = PostgresStore::new(self.pool.clone()).with_namespace(namespace.clone());
+        let store =
+            flavored_store(self.pool.clone(), self.flavor).with_namespace(namespace.clone());
         Ok(Some(Arc::new(store)))
     }
 
@@ -167,14 +258,21 @@ impl conformance::StoreFactory for PgFactory {
         &self,
         namespace: &Namespace,
     ) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
-        let rows = raw_rows(&self.pool, None, namespace)
+        let rows = raw_rows(&self.admin, None, namespace)
             .await
             .map_err(backend("raw_contents"))?;
         Ok(Some(rows))
     }
 
+    async fn restart_server(&self) -> Result<Option<Duration>, StoreError> {
+        match &self.restart_cmd {
+            Some(cmd) => restart::restart(cmd, &self.url).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
     async fn teardown(&self, namespace: &Namespace) -> Result<(), StoreError> {
-        drop_tables(&self.pool, None, namespace)
+        drop_tables(&self.admin, None, namespace)
             .await
             .map_err(backend("teardown"))
     }
