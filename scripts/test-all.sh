@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-servers=(postgres redis mongo)
+servers=(postgres pgbouncer redis mongo)
 started=()
 stop_all() {
   for s in "${started[@]}"; do
