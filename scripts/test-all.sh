@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run every test with every server started for it: installs (if missing)
-# and starts throwaway PostgreSQL, Redis (single node and a 3-master
-# cluster) and a MongoDB-wire-protocol server on 127.0.0.1, runs
+# and starts throwaway PostgreSQL (with PgBouncer in front of it),
+# Redis (single node and a 3-master cluster) and a MongoDB-wire-protocol server on 127.0.0.1, runs
 # `cargo test --workspace`, then stops exactly the servers it started.
 # Extra arguments go to `cargo test`.
 set -euo pipefail
