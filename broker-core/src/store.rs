@@ -26,22 +26,23 @@ use crate::record::{
 ///
 /// # Revocation never wears off
 ///
-/// A stored revocation marker of `sub` *hides* every session of `sub` with
-/// `auth_time <= revoked_at`, for as long as the marker is stored (its
-/// `keep_until` only says when purge may forget it). A store never lets a
-/// hidden session become visible again, not even once the marker is
-/// forgotten:
-/// - a save or create of a session a stored marker hides is not stored (it
-///   returns `Ok`, as the session is simply never returned), where the
-///   backend can check the marker atomically with the write;
+/// A revocation marker of `sub` is *kept* until its `keep_until`. A session
+/// of `sub` with `auth_time <= revoked_at` that is saved or created while
+/// the marker is kept is *hidden*, and a store never returns it, not while
+/// the marker is kept, not after `keep_until`, not after purge forgot the
+/// marker:
+/// - where the backend can check the marker atomically with the write, such
+///   a save or create is not stored (it returns `Ok`: the session is simply
+///   never returned);
 /// - where it cannot (a revoke racing a save on another connection), the
-///   session may be stored, is hidden from every read while the marker is
-///   stored, and [`BrokerStore::purge_expired`] deletes it no later than,
+///   session may be stored, every read hides it (also once `keep_until` has
+///   passed), and [`BrokerStore::purge_expired`] deletes it no later than,
 ///   and atomically with or before, the marker itself.
 ///
 /// So the marker's `keep_until` bounds only how long a refresh may stay in
 /// flight (take, then save) and still be caught; it is not a security
-/// parameter of what is stored.
+/// parameter of what is stored. A session saved after `keep_until` is not
+/// covered: that refresh took longer than the marker's keep time.
 ///
 /// The trait is object safe: hold stores as `Arc<dyn BrokerStore>`.
 #[async_trait]
