@@ -288,3 +288,187 @@ async fn a_dead_server_is_unavailable_within_seconds() {
     assert!(err.is_retryable(), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// A revoke's own index clean-up must not un-index a session saved while
+/// it runs, or a later revoke cannot find it (issue 15, item 6). The
+/// save is slipped in before each request the revoke sends, in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_never_unindexes_a_session_saved_meanwhile() {
+    use common::{Hook, Hooked, Raw};
+    use store_redis::Topology as Mode;
+    for topology in topologies().await {
+        let raw = Raw::open(&topology).await;
+        let mut modes = vec![Mode::Cluster];
+        if let Topology::Single(_) = topology {
+            modes.push(Mode::SingleNode);
+        }
+        for mode in modes {
+            let ns = Namespace::random("rs").expect("namespace");
+            let hooked = Hooked::new(raw.clone());
+            let store = RedisStore::new(hooked.clone())
+                .with_namespace(ns.clone())
+                .with_topology(mode);
+            store.setup().await.expect("setup");
+            let other: Arc<dyn BrokerStore> =
+                Arc::new(RedisStore::new(raw.clone()).with_namespace(ns.clone()));
+            let t = unix_now();
+            let at = |jti: &str, sub: &str, auth_time: i64| SessionRecord {
+                auth_time,
+                ..session(jti, sub, t + 600)
+            };
+            // Warm up, and count the requests of a revoke of one session.
+            other
+                .save_session(&at("warm", "warm", t - 100))
+                .await
+                .expect("save");
+            store
+                .revoke_subject(&Revocation::at("warm", t - 50))
+                .await
+                .expect("revoke");
+            other
+                .save_session(&at("warm2", "warm", t - 100))
+                .await
+                .expect("save");
+            let before = hooked.count();
+            store
+                .revoke_subject(&Revocation::at("warm", t - 50))
+                .await
+                .expect("revoke");
+            let requests = hooked.count() - before;
+            assert!(requests > 0);
+            for k in 0..=requests {
+                let (sub, jti) = (format!("sub-{k}"), format!("jti-{k}"));
+                other
+                    .save_session(&at(&jti, &sub, t - 100))
+                    .await
+                    .expect("save");
+                // Meanwhile the same jti is saved again by a later login,
+                // which the revocation (at t - 50) does not cover.
+                let hook: Hook = {
+                    let (other, s) = (Arc::clone(&other), at(&jti, &sub, t));
+                    Arc::new(move || {
+                        let (other, s) = (Arc::clone(&other), s.clone());
+                        Box::pin(async move { other.save_session(&s).await.expect("save") })
+                    })
+                };
+                hooked.arm(k, hook);
+                store
+                    .revoke_subject(&Revocation::at(sub.as_str(), t - 50))
+                    .await
+                    .expect("revoke");
+                hooked.disarm();
+                let visible = other.get_session(&jti).await.expect("get").is_some();
+                // A later revocation covers that login too, and must find it.
+                let n = other
+                    .revoke_subject(&Revocation::at(sub.as_str(), t + 1))
+                    .await
+                    .expect("revoke");
+                assert_eq!(
+                    other.get_session(&jti).await.expect("get"),
+                    None,
+                    "{} {mode:?}: a session saved before request {k} of a revoke escaped the next revoke",
+                    topology.name()
+                );
+                assert_eq!(
+                    n,
+                    u64::from(visible),
+                    "{} {mode:?}: request {k}",
+                    topology.name()
+                );
+            }
+            topology.teardown(&ns).await.expect("teardown");
+        }
+    }
+}
+
+/// Expiry, revocation and purge are decided by the store's clock (issue
+/// 15, item 8), not by the server's: a marker kept by the injected clock
+/// hides sessions even when the server's clock is past its keep time, and
+/// purge forgets it only once the injected clock is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_injected_clock_decides_expiry_revocation_and_purge() {
+    use broker_core::clock::{Clock, ManualClock};
+    use common::Raw;
+    use store_redis::Topology as Mode;
+    for topology in topologies().await {
+        let raw = Raw::open(&topology).await;
+        let mut modes = vec![Mode::Cluster];
+        if let Topology::Single(_) = topology {
+            modes.push(Mode::SingleNode);
+        }
+        for mode in modes {
+            let what = format!("{} {mode:?}", topology.name());
+            let ns = Namespace::random("rs").expect("namespace");
+            // Two hours behind the server: keep times in the server's past.
+            let behind = ManualClock::new(unix_now() - 7200);
+            let store = RedisStore::new(raw.clone())
+                .with_namespace(ns.clone())
+                .with_topology(mode)
+                .with_clock(Arc::new(behind.clone()));
+            store.setup().await.expect("setup");
+            let t = behind.now();
+            store
+                .revoke_subject(&Revocation {
+                    sub: "mallory".into(),
+                    revoked_at: t,
+                    keep_until: t + 600,
+                })
+                .await
+                .expect("revoke");
+            let hidden = SessionRecord {
+                auth_time: t - 10,
+                // In the server's future too, so it is not natively expired.
+                ..session("hidden", "mallory", t + 3 * 3600)
+            };
+            store.save_session(&hidden).await.expect("save");
+            assert_eq!(
+                store.get_session("hidden").await.expect("get"),
+                None,
+                "{what}: a revocation kept by the store's clock was forgotten by the server's"
+            );
+            assert_eq!(
+                store
+                    .scan_revocations(None, 10)
+                    .await
+                    .expect("scan")
+                    .revocations
+                    .len(),
+                1,
+                "{what}: the kept marker is listed"
+            );
+            behind.advance(601);
+            store.purge_expired().await.expect("purge");
+            assert_eq!(store.stats().await.expect("stats").revocations, 0, "{what}");
+            assert_eq!(
+                store.get_session("hidden").await.expect("get"),
+                None,
+                "{what}"
+            );
+
+            // Session expiry: the injected clock, ahead of the server here.
+            let ahead = ManualClock::new(unix_now() + 7200);
+            let store = store.with_clock(Arc::new(ahead.clone()));
+            let t = ahead.now();
+            let s = session("short", "bob", t + 60);
+            store.save_session(&s).await.expect("save");
+            assert_eq!(
+                store.get_session("short").await.expect("get"),
+                Some(s),
+                "{what}"
+            );
+            ahead.advance(60);
+            assert_eq!(
+                store.get_session("short").await.expect("get"),
+                None,
+                "{what}"
+            );
+            assert_eq!(
+                store.take_session("short").await.expect("take"),
+                None,
+                "{what}"
+            );
+            assert_eq!(store.purge_expired().await.expect("purge"), 1, "{what}");
+            topology.teardown(&ns).await.expect("teardown");
+        }
+    }
+}

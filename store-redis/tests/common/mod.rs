@@ -383,3 +383,207 @@ pub async fn restart_under_workload(store: Arc<dyn BrokerStore>, cmd: &str) {
         (acked.iter().filter(|i| *i % 5 == 1).count()) as u64
     );
 }
+
+/// A raw connection to a topology (cluster-aware for a cluster), usable
+/// as a store's connection.
+#[derive(Clone)]
+pub enum Raw {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Raw {
+    pub async fn open(topology: &Topology) -> Self {
+        match topology {
+            Topology::Single(url) => Raw::Single(
+                redis::Client::open(url.as_str())
+                    .expect("url")
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("connect"),
+            ),
+            Topology::Cluster(urls) => Raw::Cluster(
+                redis::cluster::ClusterClient::new(urls.clone())
+                    .expect("urls")
+                    .get_async_connection()
+                    .await
+                    .expect("connect"),
+            ),
+        }
+    }
+
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        match self {
+            Raw::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Raw::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        }
+        .expect("raw command")
+    }
+}
+
+impl redis::aio::ConnectionLike for Raw {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Raw::Single(c) => c.req_packed_command(cmd),
+            Raw::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Raw::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Raw::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
+
+/// Something to run in the middle of a store call.
+pub type Hook =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
+/// A connection that counts the requests (commands or pipelines) it
+/// sends and, if armed, runs a hook once just before request number `at`
+/// (0-based, counted from arming) goes out: a deterministic interleaving
+/// point inside a store operation.
+#[derive(Clone)]
+pub struct Hooked<C> {
+    inner: C,
+    pub sent: Arc<std::sync::atomic::AtomicUsize>,
+    armed: Arc<std::sync::Mutex<Option<(usize, Hook)>>>,
+}
+
+impl<C> Hooked<C> {
+    pub fn new(inner: C) -> Self {
+        Self {
+            inner,
+            sent: Arc::default(),
+            armed: Arc::default(),
+        }
+    }
+
+    /// Requests sent so far.
+    pub fn count(&self) -> usize {
+        self.sent.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Run `hook` before the `at`-th request from now.
+    pub fn arm(&self, at: usize, hook: Hook) {
+        *self.armed.lock().unwrap() = Some((self.count() + at, hook));
+    }
+
+    /// Forget an armed hook that did not fire.
+    pub fn disarm(&self) {
+        *self.armed.lock().unwrap() = None;
+    }
+
+    fn next_hook(&self) -> Option<Hook> {
+        let n = self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut armed = self.armed.lock().unwrap();
+        match armed.as_ref() {
+            Some((at, _)) if *at == n => armed.take().map(|(_, h)| h),
+            _ => None,
+        }
+    }
+}
+
+impl<C: redis::aio::ConnectionLike + Send + Clone + 'static> redis::aio::ConnectionLike
+    for Hooked<C>
+{
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        let hook = self.next_hook();
+        Box::pin(async move {
+            if let Some(hook) = hook {
+                hook().await;
+            }
+            self.inner.req_packed_command(cmd).await
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        let hook = self.next_hook();
+        Box::pin(async move {
+            if let Some(hook) = hook {
+                hook().await;
+            }
+            self.inner
+                .req_packed_commands(pipeline, offset, count)
+                .await
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}
+
+/// A connection that sends every request twice and answers with the
+/// second reply: what a caller sees when a client re-sends a request whose
+/// first copy ran but whose reply was lost (redis-rs on Redis Cluster
+/// after a response timeout).
+#[derive(Clone)]
+pub struct Duplicating<C>(pub C);
+
+impl<C: redis::aio::ConnectionLike + Send + Clone + 'static> redis::aio::ConnectionLike
+    for Duplicating<C>
+{
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            let _ = self.0.req_packed_command(cmd).await;
+            self.0.req_packed_command(cmd).await
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            let _ = self.0.req_packed_commands(pipeline, offset, count).await;
+            self.0.req_packed_commands(pipeline, offset, count).await
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+}
+
+/// Every master of the topology, as plain (non-cluster) connections.
+pub async fn masters(topology: &Topology) -> Vec<redis::aio::MultiplexedConnection> {
+    let mut out = Vec::new();
+    for node in topology.nodes() {
+        out.push(
+            redis::Client::open(node.as_str())
+                .expect("url")
+                .get_multiplexed_async_connection()
+                .await
+                .expect("connect"),
+        );
+    }
+    out
+}
