@@ -8,7 +8,9 @@ mod common;
 
 use broker_core::{BrokerStore, Namespace, StoreError};
 use common::Topology;
-use store_redis::redis;
+use std::sync::Arc;
+
+use store_redis::{RedisStore, SetupError, redis};
 
 /// Sets `maxmemory-policy` on one server; restores the old value on drop.
 struct PolicyGuard {
@@ -61,6 +63,26 @@ impl Drop for PolicyGuard {
     }
 }
 
+/// A store on `ns` that opted in to an evicting policy.
+async fn allowing(topology: &Topology, ns: &Namespace) -> Arc<dyn BrokerStore> {
+    match topology {
+        Topology::Single(url) => Arc::new(
+            RedisStore::connect(url)
+                .await
+                .expect("connect")
+                .with_namespace(ns.clone())
+                .allow_eviction(),
+        ),
+        Topology::Cluster(urls) => Arc::new(
+            RedisStore::connect_cluster(urls)
+                .await
+                .expect("connect")
+                .with_namespace(ns.clone())
+                .allow_eviction(),
+        ),
+    }
+}
+
 /// The error and its sources, as text.
 fn chain(e: &StoreError) -> String {
     let mut text = format!("{e}");
@@ -87,6 +109,7 @@ async fn setup_refuses_a_policy_that_can_evict_unless_allowed() {
     for (topology, url, policy) in cases {
         let ns = Namespace::random("ev").expect("ns");
         let store = topology.open(&ns).await.expect("connect");
+        let allowed = allowing(&topology, &ns).await;
         {
             let _guard = PolicyGuard::set(&url, policy);
             let err = store.setup().await.expect_err(&format!(
@@ -96,6 +119,20 @@ async fn setup_refuses_a_policy_that_can_evict_unless_allowed() {
             let text = chain(&err);
             assert!(text.contains(policy), "the error names the policy: {text}");
             assert!(!err.is_retryable(), "{text}");
+            let typed = std::error::Error::source(&err)
+                .and_then(|s| s.downcast_ref::<SetupError>())
+                .cloned();
+            assert_eq!(
+                typed,
+                Some(SetupError::EvictingPolicy {
+                    policy: policy.to_owned()
+                }),
+                "{text}"
+            );
+            allowed
+                .setup()
+                .await
+                .expect("setup of a store that opted in to eviction");
         }
         store
             .setup()

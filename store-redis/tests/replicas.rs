@@ -13,8 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use broker_core::{BrokerStore, Namespace, PeerJwks, Revocation, SessionRecord, unix_now};
-use store_redis::RedisStore;
 use store_redis::redis::{self, cluster_read_routing::RandomReplicaStrategy};
+use store_redis::{RedisStore, SetupError};
 
 /// A throwaway Redis Cluster with one replica per master.
 struct PrivateCluster {
@@ -333,5 +333,16 @@ async fn a_handle_reading_from_replicas_never_reads_a_replica() {
             .query(&mut sync_conn(port))
             .expect("CLIENT UNPAUSE");
     }
+
+    // A single-node store pointed at a replica is refused by setup.
+    let on_replica = RedisStore::connect(&url(cluster.replicas[0]))
+        .await
+        .expect("connect");
+    let err = on_replica.setup().await.expect_err("setup on a replica");
+    assert_eq!(
+        std::error::Error::source(&err).and_then(|s| s.downcast_ref::<SetupError>()),
+        Some(&SetupError::Replica),
+        "{err:?}"
+    );
     drop(cluster);
 }
