@@ -242,53 +242,63 @@ where
     /// longer kept.
     async fn finish_revokes(&self, op: &'static str, now: UnixTime) -> Result<u64> {
         let pending_key = self.keys.markers_pending();
-        let mut total = 0u64;
-        let mut offset = 0usize;
+        // The whole (normally empty) set first: finishing removes entries.
+        let mut pending: Vec<(String, String)> = Vec::new();
         loop {
+            let from = pending.len();
             let page: Vec<(String, String)> = self
                 .read(
                     op,
                     "ZRANGE",
                     &pending_key,
                     &[
-                        &offset.to_string(),
-                        &(offset + PURGE_BATCH - 1).to_string(),
+                        &from.to_string(),
+                        &(from + PURGE_BATCH - 1).to_string(),
                         "WITHSCORES",
                     ],
                 )
                 .await?;
-            for (member, counter) in &page {
-                let sub = subject_of(op, member)?;
-                let raw: Option<Vec<u8>> = self
-                    .read(op, "GET", &self.keys.marker_hex(member), &[])
-                    .await?;
-                let marker = raw
-                    .map(|bytes| decode_marker(op, sub, &bytes))
-                    .transpose()?;
-                match marker {
-                    Some((r, at_work)) if at_work || r.keep_until > now => {
-                        total += self.revoke_as(op, &r, true).await?;
-                    }
-                    _ => {
-                        let _: i64 = self
-                            .run(
-                                op,
-                                scripts::REVOKE_SETTLED
-                                    .key(&pending_key)
-                                    .key(self.keys.markers_by_keep())
-                                    .arg(member)
-                                    .arg(counter)
-                                    .arg(now),
-                            )
-                            .await?;
-                    }
+            let done = page.len() < PURGE_BATCH;
+            pending.extend(page);
+            if done {
+                break;
+            }
+        }
+        let mut total = 0u64;
+        for (member, counter) in &pending {
+            let raw: Option<Vec<u8>> = self
+                .read(op, "GET", &self.keys.marker_hex(member), &[])
+                .await?;
+            let marker = match raw
+                .map(|bytes| subject_of(op, member).and_then(|sub| decode_marker(op, sub, &bytes)))
+            {
+                Some(Err(e)) => {
+                    tracing::warn!("store-redis: purge skips an unreadable revocation marker: {e}");
+                    continue;
+                }
+                Some(Ok(marker)) => Some(marker),
+                None => None,
+            };
+            match marker {
+                Some((r, at_work)) if at_work || r.keep_until > now => {
+                    total += self.revoke_as(op, &r, true).await?;
+                }
+                _ => {
+                    let _: i64 = self
+                        .run(
+                            op,
+                            scripts::REVOKE_SETTLED
+                                .key(&pending_key)
+                                .key(self.keys.markers_by_keep())
+                                .arg(member)
+                                .arg(counter)
+                                .arg(now),
+                        )
+                        .await?;
                 }
             }
-            if page.len() < PURGE_BATCH {
-                return Ok(total);
-            }
-            offset += PURGE_BATCH;
         }
+        Ok(total)
     }
 
     /// Markers past their keep time: forgotten (on the subject's slot), then
