@@ -1,28 +1,35 @@
-//! Key layout. Every key starts with `<namespace>:`; user input (`jti`,
-//! `sub`) only ever appears hex-encoded, so it can neither move a key to
-//! another hash slot (no `{`/`}` of its own) nor collide with another key.
+//! Key layout (storage format `store-redis/2`). Every key starts with
+//! `<namespace>:`; user input (`jti`, `sub`, record names) only ever appears
+//! hex-encoded, so it can neither move a key to another hash slot (no
+//! `{`/`}` of its own) nor collide with another key. `J` is a hex jti, `S` a
+//! hex subject, `T` a hex request token.
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `ns:s:{ns:BB}:HEX(jti)` | string | one session (`codec::encode_session`), native expiry at `expires_at` |
-//! | `ns:l:{ns:BB}` | zset, all scores 0 | hex jtis of bucket `BB`, in byte order (scan) |
-//! | `ns:x:{ns:BB}` | zset | hex jtis of bucket `BB` scored by `expires_at` (purge, stats) |
-//! | `ns:u:{ns:u:HEX(sub)}` | zset | hex jtis of the subject scored by `expires_at` (revoke) |
-//! | `ns:r:{ns:u:HEX(sub)}` | string | the subject's revocation marker (`codec::encode_revocation`), expiry at `keep_until` |
+//! | `ns:s:{ns:BB}:J` | string | one session (`codec::encode_session`), native expiry at `expires_at` |
+//! | `ns:l:{ns:BB}` | zset, all scores 0 | the `J`s of bucket `BB`, in byte order (scan) |
+//! | `ns:x:{ns:BB}` | zset | the `J`s of bucket `BB` scored by `expires_at` (purge, stats) |
+//! | `ns:d:{ns:BB}:J:S` | string | tombstone: subject `S` was revoked while `J` was indexed under it (`codec::encode_revocation`); no expiry |
+//! | `ns:dx:{ns:BB}` | zset | the `J:S` of bucket `BB`'s tombstones scored by `keep_until` (purge) |
+//! | `ns:t:{ns:BB}:J:T` | string | receipt of request `T` on `J` (a taken session, or `1`), expires after [`crate::RECEIPT_TTL`] |
+//! | `ns:c:{ns:BB}:J` | string | the token of the create that stored `J`, expires after [`crate::RECEIPT_TTL`] |
+//! | `ns:u:{ns:u:S}` | zset | the `J`s saved for the subject, scored by `expires_at` (revoke); trimmed on writes, expires with its last entry (both after a grace) |
+//! | `ns:r:{ns:u:S}` | string | the subject's revocation marker (`codec::encode_revocation`, then the token of a revoke still at work); no expiry |
+//! | `ns:m:{ns:m}` | zset, all scores 0 | the `S` of every stored marker, in byte order (scan, drop, stats) |
+//! | `ns:mx:{ns:m}` | zset | the same `S`, scored by `keep_until` (purge) |
+//! | `ns:mp:{ns:m}` | zset | `S` with a revoke at work, scored by a counter (purge finishes revokes that stopped halfway) |
 //! | `ns:k` | hash | create-once records, field = name |
+//! | `ns:q:{ns:k}:T` | string | receipt of `replace_record` request `T`, expires after [`crate::RECEIPT_TTL`] |
 //! | `ns:p` | hash | peer JWKS (`codec::encode_peer`), field = issuer |
-//! | `ns:m` | zset, all scores 0 | hex subjects that have (or had) a revocation marker, in byte order |
 //! | `ns:meta` | string | storage format marker written by `setup` |
 //!
 //! `BB` is the jti's bucket: FNV-1a (32 bit) of the jti's bytes modulo
-//! [`BUCKETS`], two hex digits. A session key and its bucket's two indexes
-//! share a hash tag, so one script updates them atomically on one slot; a
-//! subject's index and revocation marker share the subject's hash tag.
-//!
-//! The single-node scripts (see `scripts.rs`) build a subject's index and
-//! marker keys themselves from [`Keys::subject_prefix`] /
-//! [`Keys::marker_prefix`], the lowercase hex of the subject and `}`: the
-//! same names [`Keys::subject`] and [`Keys::marker`] return.
+//! [`BUCKETS`], two hex digits. A session key, its bucket's indexes, its
+//! tombstones and receipts share the hash tag `{ns:BB}`, so one
+//! script updates them atomically on one slot; a subject's index and
+//! revocation marker share the subject's hash tag; the marker registry
+//! has one of its own; `ns:k` and its receipts hash alike (`ns:k` has no
+//! braces, so Redis hashes the whole name, which is the receipts' tag).
 
 use std::fmt::Write as _;
 
@@ -72,17 +79,11 @@ pub(crate) fn bucket_of(jti: &[u8]) -> u16 {
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
     ns: String,
-    subject_prefix: String,
-    marker_prefix: String,
 }
 
 impl Keys {
     pub(crate) fn new(ns: &str) -> Self {
-        Self {
-            ns: ns.to_owned(),
-            subject_prefix: format!("{ns}:u:{{{ns}:u:"),
-            marker_prefix: format!("{ns}:r:{{{ns}:u:"),
-        }
+        Self { ns: ns.to_owned() }
     }
 
     /// The prefix of the session keys of bucket `b` (append the hex jti).
@@ -97,16 +98,61 @@ impl Keys {
         k
     }
 
-    /// `(session key, scan index, expiry index, hex jti)` of a jti.
+    /// The keys of a jti's session and of its bucket.
     pub(crate) fn session(&self, jti: &str) -> SessionKeys {
         let b = bucket_of(jti.as_bytes());
-        let member = hex(jti.as_bytes());
+        self.session_of(b, hex(jti.as_bytes()))
+    }
+
+    /// The keys of the session with hex jti `member` in bucket `b`.
+    pub(crate) fn session_of(&self, b: u16, member: String) -> SessionKeys {
         SessionKeys {
+            bucket: b,
             session: self.session_hex(b, &member),
             lex: self.lex(b),
             exp: self.exp(b),
             member,
         }
+    }
+
+    /// The tombstone of subject `hex_sub` on `hex_jti` in bucket `b`, and
+    /// its member in the bucket's tombstone index.
+    pub(crate) fn tombstone(&self, b: u16, hex_jti: &str, hex_sub: &str) -> (String, String) {
+        let member = format!("{hex_jti}:{hex_sub}");
+        (
+            format!("{ns}:d:{{{ns}:{b:02x}}}:{member}", ns = self.ns),
+            member,
+        )
+    }
+
+    /// The tombstone of a member of bucket `b`'s tombstone index.
+    pub(crate) fn tombstone_of(&self, b: u16, member: &str) -> String {
+        format!("{ns}:d:{{{ns}:{b:02x}}}:{member}", ns = self.ns)
+    }
+
+    /// The tombstone index of bucket `b`.
+    pub(crate) fn tombstones(&self, b: u16) -> String {
+        format!("{ns}:dx:{{{ns}:{b:02x}}}", ns = self.ns)
+    }
+
+    /// The receipt of request `token` on a session.
+    pub(crate) fn receipt(&self, k: &SessionKeys, token: &str) -> String {
+        format!(
+            "{ns}:t:{{{ns}:{b:02x}}}:{m}:{token}",
+            ns = self.ns,
+            b = k.bucket,
+            m = k.member
+        )
+    }
+
+    /// The receipt of the create that stored a session.
+    pub(crate) fn create_receipt(&self, k: &SessionKeys) -> String {
+        format!(
+            "{ns}:c:{{{ns}:{b:02x}}}:{m}",
+            ns = self.ns,
+            b = k.bucket,
+            m = k.member
+        )
     }
 
     /// The scan index of bucket `b`.
@@ -119,32 +165,24 @@ impl Keys {
         format!("{ns}:x:{{{ns}:{b:02x}}}", ns = self.ns)
     }
 
-    /// The session index of a subject: [`Self::subject_prefix`], the hex
-    /// subject, `}`.
+    /// The session index of a subject.
     pub(crate) fn subject(&self, sub: &str) -> String {
-        let mut k = self.subject_prefix.clone();
-        k.push_str(&hex(sub.as_bytes()));
-        k.push('}');
-        k
+        self.subject_hex(&hex(sub.as_bytes()))
     }
 
-    /// The revocation marker of a subject (same slot as its index):
-    /// [`Self::marker_prefix`], the hex subject, `}`.
+    /// The session index of a hex subject.
+    pub(crate) fn subject_hex(&self, hex_sub: &str) -> String {
+        format!("{ns}:u:{{{ns}:u:{hex_sub}}}", ns = self.ns)
+    }
+
+    /// The revocation marker of a subject (same slot as its index).
     pub(crate) fn marker(&self, sub: &str) -> String {
-        let mut k = self.marker_prefix.clone();
-        k.push_str(&hex(sub.as_bytes()));
-        k.push('}');
-        k
+        self.marker_hex(&hex(sub.as_bytes()))
     }
 
-    /// What precedes the hex subject in a subject index key.
-    pub(crate) fn subject_prefix(&self) -> &str {
-        &self.subject_prefix
-    }
-
-    /// What precedes the hex subject in a revocation marker key.
-    pub(crate) fn marker_prefix(&self) -> &str {
-        &self.marker_prefix
+    /// The revocation marker of a hex subject.
+    pub(crate) fn marker_hex(&self, hex_sub: &str) -> String {
+        format!("{ns}:r:{{{ns}:u:{hex_sub}}}", ns = self.ns)
     }
 
     /// The hash of create-once records.
@@ -157,9 +195,24 @@ impl Keys {
         format!("{}:p", self.ns)
     }
 
-    /// The index of subjects with a revocation marker.
+    /// The registry of subjects with a marker, in byte order.
     pub(crate) fn markers(&self) -> String {
-        format!("{}:m", self.ns)
+        format!("{ns}:m:{{{ns}:m}}", ns = self.ns)
+    }
+
+    /// The registry of subjects with a marker, by `keep_until`.
+    pub(crate) fn markers_by_keep(&self) -> String {
+        format!("{ns}:mx:{{{ns}:m}}", ns = self.ns)
+    }
+
+    /// Subjects with a revoke at work.
+    pub(crate) fn markers_pending(&self) -> String {
+        format!("{ns}:mp:{{{ns}:m}}", ns = self.ns)
+    }
+
+    /// The receipt of `replace_record` request `token` (the slot of `ns:k`).
+    pub(crate) fn record_receipt(&self, token: &str) -> String {
+        format!("{ns}:q:{{{ns}:k}}:{token}", ns = self.ns)
     }
 
     /// The storage format marker.
@@ -170,6 +223,7 @@ impl Keys {
 
 /// The keys a session operation touches (all in one hash slot).
 pub(crate) struct SessionKeys {
+    pub(crate) bucket: u16,
     pub(crate) session: String,
     pub(crate) lex: String,
     pub(crate) exp: String,
@@ -232,19 +286,27 @@ mod tests {
             hash_tag(&keys.subject(nasty)),
             hash_tag(&keys.marker(nasty))
         );
+        let (tomb, _) = keys.tombstone(b, &s.member, &hex(nasty.as_bytes()));
+        for key in [
+            tomb,
+            keys.tombstones(b),
+            keys.receipt(&s, "00ff"),
+            keys.create_receipt(&s),
+        ] {
+            assert_eq!(hash_tag(&key), tag, "{key}");
+        }
+        assert_eq!(hash_tag(&keys.markers()), hash_tag(&keys.markers_by_keep()));
+        assert_eq!(hash_tag(&keys.markers()), hash_tag(&keys.markers_pending()));
+        // `ns:k` has no tag: Redis hashes the whole name, the receipts' tag.
+        assert_eq!(hash_tag(&keys.record_receipt("00")), keys.records());
         assert!(!keys.subject(nasty).contains(nasty));
         assert_ne!(keys.subject("a:b"), keys.subject("a"));
     }
 
     #[test]
-    fn subject_keys_are_prefix_hex_brace() {
-        // The layout the single-node scripts rebuild in Lua.
+    fn subject_keys_share_the_subject_tag() {
         let keys = Keys::new("ns");
         assert_eq!(keys.subject("a\u{e9}"), "ns:u:{ns:u:61c3a9}");
         assert_eq!(keys.marker("a\u{e9}"), "ns:r:{ns:u:61c3a9}");
-        assert_eq!(
-            keys.marker("x"),
-            format!("{}{}}}", keys.marker_prefix(), hex(b"x"))
-        );
     }
 }

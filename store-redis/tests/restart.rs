@@ -1,22 +1,21 @@
-//! Rule 18 on a single Redis server: restart it under a workload.
-//! In its own test binary, as the restart disturbs every test running beside it.
+//! Rule 18 on a single Redis server: the conformance case restarts it
+//! (`BROKER_TEST_REDIS_RESTART_CMD`, a `kill -9` and start on the same AOF)
+//! under a workload. In its own test binary, as the restart disturbs every
+//! test running beside it.
 
 mod common;
+mod restart_common;
 
-use std::sync::Arc;
+async fn factory() -> Option<common::Factory> {
+    common::Factory::new(common::Topology::single().await).await
+}
 
-use broker_core::Namespace;
+conformance::restart_suite!(factory);
 
+/// Redis-specific: a revocation marker written before the crash is still
+/// kept afterwards (AOF, `appendfsync always`), and the scripts the store
+/// runs are loaded again on the restarted server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn single_node_restart_under_workload() {
-    let Some(topology) = common::Topology::single().await else {
-        return;
-    };
-    let Some(cmd) = common::restart_cmd("BROKER_TEST_REDIS_RESTART_CMD") else {
-        return;
-    };
-    let ns = Namespace::random("restart").expect("namespace");
-    let store = topology.open(&ns).await.expect("connect");
-    common::restart_under_workload(Arc::clone(&store), &cmd).await;
-    topology.teardown(&ns).await.expect("teardown");
+async fn revocations_survive_the_restart() {
+    restart_common::revocations_survive_the_restart(common::Topology::single().await).await;
 }

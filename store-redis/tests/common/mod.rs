@@ -212,6 +212,29 @@ impl conformance::StoreFactory for Factory {
         }))
     }
 
+    /// Runs the restart command of the topology (`BROKER_TEST_REDIS_RESTART_CMD`
+    /// or `BROKER_TEST_REDIS_CLUSTER_RESTART_CMD`; missing: skipped, or a
+    /// failure under `CI=true`) while polling every node with `PING`: the
+    /// outage runs from the first failed ping to the first moment every node
+    /// answers again (and, on a cluster, reports `cluster_state:ok`).
+    async fn restart_server(&self) -> Result<Option<std::time::Duration>, StoreError> {
+        let var = match self.topology {
+            Topology::Single(_) => "BROKER_TEST_REDIS_RESTART_CMD",
+            Topology::Cluster(_) => "BROKER_TEST_REDIS_CLUSTER_RESTART_CMD",
+        };
+        let Some(cmd) = restart_cmd(var) else {
+            return Ok(None);
+        };
+        let topology = self.topology.clone();
+        let down = tokio::task::spawn_blocking(move || restart_and_measure(&topology, &cmd))
+            .await
+            .map_err(|e| StoreError::backend("restart_server", e.to_string()))?
+            .map_err(|e| StoreError::backend("restart_server", e))?;
+        RESTARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        eprintln!("{}: restarted, down for {down:?}", self.topology.name());
+        Ok(Some(down))
+    }
+
     async fn raw_contents(&self, ns: &Namespace) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
         self.topology
             .raw_contents(ns)
@@ -226,6 +249,67 @@ impl conformance::StoreFactory for Factory {
             .await
             .map_err(|e| raw_err("teardown", e))
     }
+}
+
+/// How many times this process restarted its servers (tests that check
+/// what survives a restart wait for it).
+pub static RESTARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Every node answers `PING` (and, on a cluster, reports `cluster_state:ok`).
+fn all_up(topology: &Topology) -> bool {
+    use std::time::Duration;
+    topology.nodes().iter().all(|node| {
+        let Ok(mut c) = redis::Client::open(node.as_str())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(300)))
+        else {
+            return false;
+        };
+        let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
+        let pong = redis::cmd("PING").query::<String>(&mut c).is_ok();
+        pong && match topology {
+            Topology::Single(_) => true,
+            Topology::Cluster(_) => redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query::<String>(&mut c)
+                .is_ok_and(|i| i.contains("cluster_state:ok")),
+        }
+    })
+}
+
+/// Run `cmd` (a restart) and measure the outage it causes.
+fn restart_and_measure(topology: &Topology, cmd: &str) -> Result<std::time::Duration, String> {
+    use std::time::{Duration, Instant};
+    let started = Instant::now();
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("spawn the restart command: {e}"))?;
+    let mut down_at = None;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if down_at.is_none() && !all_up(topology) {
+            down_at = Some(Instant::now());
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            return Err("the restart command hangs".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if !status.success() {
+        return Err(format!("the restart command failed: {status}"));
+    }
+    let down_at = down_at.unwrap_or(started);
+    while !all_up(topology) {
+        if started.elapsed() > Duration::from_secs(150) {
+            return Err("the servers did not come back within 30 s of the restart".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(down_at.elapsed())
 }
 
 /// The restart command from `var`, else skip loudly (fail under `CI=true`).
@@ -245,141 +329,225 @@ pub fn restart_cmd(var: &str) -> Option<String> {
     }
 }
 
-/// Rule 18 under a workload: restart the server(s) with `cmd` while a task
-/// keeps reading and writing through ONE store; check operations during the
-/// outage fail with `Unavailable` within `op_limit` (no hang, no panic), the
-/// same store works again afterwards, and every acknowledged write is there.
-pub async fn restart_under_workload(store: Arc<dyn BrokerStore>, cmd: &str) {
-    use std::time::{Duration, Instant};
-    let op_limit = Duration::from_secs(10);
-    store.setup().await.expect("setup");
-    let now = broker_core::unix_now();
-    let session = |i: usize| broker_core::SessionRecord {
-        jti: format!("restart-{i}"),
-        sub: format!("user-{}", i % 5),
-        expires_at: now + 3600,
-        auth_time: now,
-        sealed: format!("sealed-{i}").into_bytes(),
-    };
-    let mut acked = Vec::new();
-    for i in 0..50 {
-        store
-            .create_session(&session(i))
-            .await
-            .expect("write before the restart");
-        acked.push(i);
-    }
-    store
-        .create_record("restart-record", b"value")
-        .await
-        .expect("record");
+/// A raw connection to a topology (cluster-aware for a cluster), usable
+/// as a store's connection.
+#[derive(Clone)]
+pub enum Raw {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
 
-    let mut child = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn the restart command");
-    let started = Instant::now();
-    let mut unavailable = 0usize;
-    let mut ok_during = 0usize;
-    let mut i = 50;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the restart command") {
-            break status;
+impl Raw {
+    pub async fn open(topology: &Topology) -> Self {
+        match topology {
+            Topology::Single(url) => Raw::Single(
+                redis::Client::open(url.as_str())
+                    .expect("url")
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("connect"),
+            ),
+            Topology::Cluster(urls) => Raw::Cluster(
+                redis::cluster::ClusterClient::new(urls.clone())
+                    .expect("urls")
+                    .get_async_connection()
+                    .await
+                    .expect("connect"),
+            ),
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the restart command hangs"
-        );
-        let op_start = Instant::now();
-        let write = tokio::time::timeout(op_limit, store.create_session(&session(i))).await;
-        let read = tokio::time::timeout(op_limit, store.get_session("restart-0")).await;
-        assert!(
-            op_start.elapsed() < op_limit * 2,
-            "operations hung during the outage"
-        );
-        match write.expect("a write hung beyond the timeout") {
-            Ok(()) => {
-                acked.push(i);
-                ok_during += 1;
-            }
-            Err(StoreError::Unavailable { op, .. }) => {
-                assert_eq!(op, "create_session");
-                unavailable += 1;
-            }
-            Err(e) => panic!("a write during the outage failed with the wrong kind: {e} ({e:?})"),
-        }
-        match read.expect("a read hung beyond the timeout") {
-            Ok(Some(s)) => assert_eq!(s, session(0)),
-            Ok(None) => panic!("an acknowledged session read as missing during the restart"),
-            Err(StoreError::Unavailable { .. }) => unavailable += 1,
-            Err(e) => panic!("a read during the outage failed with the wrong kind: {e} ({e:?})"),
-        }
-        i += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(status.success(), "the restart command failed: {status}");
-    assert!(
-        unavailable > 0,
-        "no operation saw the outage (restart too fast?)"
-    );
-    eprintln!(
-        "restart: {unavailable} unavailable errors, {ok_during} writes acknowledged during the restart window"
-    );
+    }
 
-    // The same store recovers by itself.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match store.health().await {
-            Ok(()) => break,
-            Err(e) => {
-                assert!(e.is_retryable(), "health after the restart: {e} ({e:?})");
-                assert!(
-                    Instant::now() < deadline,
-                    "the store did not recover within 30 s: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        match self {
+            Raw::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Raw::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        }
+        .expect("raw command")
+    }
+}
+
+impl redis::aio::ConnectionLike for Raw {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Raw::Single(c) => c.req_packed_command(cmd),
+            Raw::Cluster(c) => c.req_packed_command(cmd),
         }
     }
-    // Every acknowledged write survived (appendfsync always).
-    let mut missing = Vec::new();
-    for &i in &acked {
-        let got = loop {
-            match store.get_session(&format!("restart-{i}")).await {
-                Err(e) if e.is_retryable() && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                other => break other.expect("read after the restart"),
-            }
-        };
-        if got.as_ref() != Some(&session(i)) {
-            missing.push(i);
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Raw::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Raw::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
-    assert!(
-        missing.is_empty(),
-        "acknowledged sessions lost by the restart: {missing:?}"
-    );
-    assert_eq!(
-        store
-            .get_record("restart-record")
-            .await
-            .expect("record after the restart")
-            .as_deref(),
-        Some(&b"value"[..])
-    );
-    // New writes work too.
-    store
-        .create_session(&session(100_000))
-        .await
-        .expect("write after the restart");
-    assert_eq!(
-        store
-            .revoke_subject(&broker_core::Revocation::now("user-1"))
-            .await
-            .expect("revoke"),
-        (acked.iter().filter(|i| *i % 5 == 1).count()) as u64
-    );
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
+
+/// Something to run in the middle of a store call.
+pub type Hook =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
+/// Which request to act on, and how: run a hook (`Some`) or fail (`None`).
+type Armed = Option<(usize, Option<Hook>)>;
+
+/// A connection that counts the requests (commands or pipelines) it
+/// sends and, if armed, runs a hook once just before request number `at`
+/// (0-based, counted from arming) goes out: a deterministic interleaving
+/// point inside a store operation.
+#[derive(Clone)]
+pub struct Hooked<C> {
+    inner: C,
+    pub sent: Arc<std::sync::atomic::AtomicUsize>,
+    armed: Arc<std::sync::Mutex<Armed>>,
+}
+
+impl<C> Hooked<C> {
+    pub fn new(inner: C) -> Self {
+        Self {
+            inner,
+            sent: Arc::default(),
+            armed: Arc::default(),
+        }
+    }
+
+    /// Requests sent so far.
+    pub fn count(&self) -> usize {
+        self.sent.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Run `hook` before the `at`-th request from now.
+    pub fn arm(&self, at: usize, hook: Hook) {
+        *self.armed.lock().unwrap() = Some((self.count() + at, Some(hook)));
+    }
+
+    /// Fail the `at`-th request from now (an I/O error; nothing is sent):
+    /// an operation that stops halfway.
+    pub fn fail(&self, at: usize) {
+        *self.armed.lock().unwrap() = Some((self.count() + at, None));
+    }
+
+    /// Forget an armed hook that did not fire.
+    pub fn disarm(&self) {
+        *self.armed.lock().unwrap() = None;
+    }
+
+    /// What to do before this request: nothing (`None`), run a hook
+    /// (`Some(Some(_))`) or fail it (`Some(None)`).
+    fn next_hook(&self) -> Option<Option<Hook>> {
+        let n = self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut armed = self.armed.lock().unwrap();
+        match armed.as_ref() {
+            Some((at, _)) if *at == n => armed.take().map(|(_, h)| h),
+            _ => None,
+        }
+    }
+}
+
+impl<C: redis::aio::ConnectionLike + Send + Clone + 'static> redis::aio::ConnectionLike
+    for Hooked<C>
+{
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        let hook = self.next_hook();
+        Box::pin(async move {
+            match hook {
+                Some(Some(hook)) => hook().await,
+                Some(None) => return Err(injected_failure()),
+                None => {}
+            }
+            self.inner.req_packed_command(cmd).await
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        let hook = self.next_hook();
+        Box::pin(async move {
+            match hook {
+                Some(Some(hook)) => hook().await,
+                Some(None) => return Err(injected_failure()),
+                None => {}
+            }
+            self.inner
+                .req_packed_commands(pipeline, offset, count)
+                .await
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}
+
+fn injected_failure() -> redis::RedisError {
+    std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected by the test").into()
+}
+
+/// A connection that sends every request twice and answers with the
+/// second reply: what a caller sees when a client re-sends a request whose
+/// first copy ran but whose reply was lost (redis-rs on Redis Cluster
+/// after a response timeout).
+#[derive(Clone)]
+pub struct Duplicating<C>(pub C);
+
+impl<C: redis::aio::ConnectionLike + Send + Clone + 'static> redis::aio::ConnectionLike
+    for Duplicating<C>
+{
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            let _ = self.0.req_packed_command(cmd).await;
+            self.0.req_packed_command(cmd).await
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            let _ = self.0.req_packed_commands(pipeline, offset, count).await;
+            self.0.req_packed_commands(pipeline, offset, count).await
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+}
+
+/// Every master of the topology, as plain (non-cluster) connections.
+pub async fn masters(topology: &Topology) -> Vec<redis::aio::MultiplexedConnection> {
+    let mut out = Vec::new();
+    for node in topology.nodes() {
+        out.push(
+            redis::Client::open(node.as_str())
+                .expect("url")
+                .get_multiplexed_async_connection()
+                .await
+                .expect("connect"),
+        );
+    }
+    out
 }
