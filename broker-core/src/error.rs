@@ -198,6 +198,10 @@ pub enum Corruption {
     UnsupportedVersion(u8),
     /// Its fields do not decode; the text says which part.
     Malformed(&'static str),
+    /// A record that is meant to be authenticated by the vault's key (a
+    /// peer's JWKS) carries no valid tag: written around the vault, moved,
+    /// re-dated or edited. Never trusted.
+    Unauthenticated(&'static str),
 }
 
 impl fmt::Display for Corruption {
@@ -206,6 +210,11 @@ impl fmt::Display for Corruption {
             Self::Truncated => f.write_str("truncated"),
             Self::UnsupportedVersion(v) => write!(f, "unsupported format version 0x{v:02x}"),
             Self::Malformed(what) => write!(f, "malformed {what}"),
+            Self::Unauthenticated(what) => write!(
+                f,
+                "{what} not authenticated by this store's key (written around the vault, \
+                 moved, re-dated or edited)"
+            ),
         }
     }
 }

@@ -152,7 +152,10 @@ pub async fn migrate(
         report.signing_key = copy_signing_key(source, dest).await?;
         let peers = source.load_peer_jwks().await?;
         for p in &peers {
-            dest.store().save_peer(p).await?;
+            // Checked against the source's tags, tagged again for the
+            // destination's namespace.
+            dest.save_peer_jwks(&p.issuer, &p.jwks, p.fetched_at)
+                .await?;
         }
         report.peers = peers.len() as u64;
     }

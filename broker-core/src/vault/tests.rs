@@ -4,7 +4,7 @@ use super::*;
 use crate::crypto::EncryptionKey;
 use crate::keys::{KDF_RECORD, KdfParams};
 use crate::memory::MemoryStore;
-use crate::record::unix_now;
+use crate::record::{PeerJwks, unix_now};
 
 fn key(b: u8) -> EncryptionKey {
     EncryptionKey::from_bytes(&[b; 32]).unwrap()
@@ -299,4 +299,121 @@ async fn oversized_input_is_refused_without_io() {
     let err = v.save_session(&s).await.unwrap_err();
     assert!(matches!(err, StoreError::InvalidInput { .. }), "{err:?}");
     assert_eq!(store.stats().await.unwrap().live_sessions, 0);
+}
+
+// ---- peer JWKS (SECURITY.md requirement 15) ----
+
+const PEER_JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0","use":"sig"}], "n": 1.50}"#;
+
+/// A peer written through the raw store, bypassing the vault, is never
+/// handed out as trusted: the loader reports it as corrupt.
+#[tokio::test]
+async fn forged_peer_written_through_the_raw_store_is_not_returned() {
+    let store = MemoryStore::new();
+    let v = vault(&store, KeyConfig::new(key(1))).await.unwrap();
+    store
+        .save_peer(&PeerJwks {
+            issuer: "https://evil.example".into(),
+            jwks: PEER_JWKS.into(),
+            fetched_at: unix_now(),
+        })
+        .await
+        .unwrap();
+    match v.load_peer_jwks().await {
+        Err(StoreError::Corrupt { .. }) => {}
+        other => panic!("a planted peer was not refused: {other:?}"),
+    }
+}
+
+/// Peers saved through the vault come back exactly; a swap between
+/// issuers, an edited fetch time, an edited document or a copy into another
+/// namespace is refused as corrupt.
+#[tokio::test]
+async fn peers_are_bound_to_issuer_fetch_time_document_and_namespace() {
+    let store = MemoryStore::new();
+    let v = vault(&store, KeyConfig::new(key(1))).await.unwrap();
+    let now = unix_now();
+    v.save_peer_jwks("https://a.example", PEER_JWKS, now)
+        .await
+        .unwrap();
+    v.save_peer_jwks("https://b.example", r#"{"keys":[]}"#, now - 5)
+        .await
+        .unwrap();
+    let peers = v.load_peer_jwks().await.unwrap();
+    assert_eq!(peers.len(), 2);
+    assert_eq!(peers[0].issuer, "https://a.example");
+    assert_eq!(peers[0].jwks, PEER_JWKS, "the document comes back verbatim");
+    assert_eq!(peers[0].fetched_at, now);
+    assert_eq!(peers[1].jwks, r#"{"keys":[]}"#);
+
+    let raw = store.load_peers().await.unwrap();
+    let (a, b) = (raw[0].clone(), raw[1].clone());
+    let edits: Vec<(&str, PeerJwks)> = vec![
+        (
+            "swap",
+            PeerJwks {
+                issuer: b.issuer.clone(),
+                ..a.clone()
+            },
+        ),
+        (
+            "pin",
+            PeerJwks {
+                fetched_at: b.fetched_at + 3600,
+                ..b.clone()
+            },
+        ),
+        (
+            "edit",
+            PeerJwks {
+                jwks: b.jwks.replace(r#"[]"#, r#"[ ]"#),
+                ..b.clone()
+            },
+        ),
+    ];
+    for (what, edited) in edits {
+        store.save_peer(&edited).await.unwrap();
+        assert!(
+            matches!(v.load_peer_jwks().await, Err(StoreError::Corrupt { .. })),
+            "{what} was not refused"
+        );
+        store.save_peer(&b).await.unwrap();
+        assert_eq!(v.load_peer_jwks().await.unwrap().len(), 2, "{what}");
+    }
+
+    let other = store.with_namespace(crate::Namespace::new("other").unwrap());
+    let w = vault(&other, KeyConfig::new(key(1))).await.unwrap();
+    other.save_peer(&a).await.unwrap();
+    assert!(
+        matches!(w.load_peer_jwks().await, Err(StoreError::Corrupt { .. })),
+        "a peer copied into another namespace was accepted"
+    );
+}
+
+/// A JWKS holding private key members is refused before anything is stored.
+#[tokio::test]
+async fn jwks_with_private_members_is_refused() {
+    let store = MemoryStore::new();
+    let v = vault(&store, KeyConfig::new(key(1))).await.unwrap();
+    for member in ["d", "p", "q", "dp", "dq", "qi", "k"] {
+        let jwks = format!(
+            r#"{{"keys":[{{"kty":"RSA","n":"AQAB","e":"AQAB"}},{{"kty":"RSA","n":"AQAB","e":"AQAB","{member}":"c2VjcmV0"}}]}}"#
+        );
+        let err = v
+            .save_peer_jwks("https://leaky.example", &jwks, unix_now())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidInput { .. }),
+            "{member}: {err:?}"
+        );
+        assert!(!err.to_string().contains("c2VjcmV0"), "{err}");
+    }
+    let single = r#"{"kty":"oct","k":"c2VjcmV0"}"#;
+    assert!(
+        v.save_peer_jwks("https://leaky.example", single, unix_now())
+            .await
+            .is_err()
+    );
+    assert!(store.load_peers().await.unwrap().is_empty());
 }
