@@ -70,6 +70,19 @@ pub enum StoreError {
         /// The left-out key.
         key_id: KeyId,
     },
+    /// The key no longer seals in this store: a re-encryption (rekey)
+    /// closed it before moving everything to the new primary. A worker
+    /// still configured with it as its primary must be reconfigured.
+    #[error(
+        "{op}: key id {key_id} was retired by a re-encryption (rekey) and no longer seals; \
+         configure the new primary key (keep this one as an older key until the rekey ends)"
+    )]
+    KeyRetired {
+        /// The operation that tried to seal or open with it as the primary.
+        op: &'static str,
+        /// The retired key.
+        key_id: KeyId,
+    },
     /// A stored record cannot be decoded (not sealed by this library, or damaged).
     #[error("{op}: corrupt record: {reason}")]
     Corrupt {
@@ -154,6 +167,7 @@ impl StoreError {
             | Self::Tampered { op }
             | Self::UnknownKey { op, .. }
             | Self::KeyInUse { op, .. }
+            | Self::KeyRetired { op, .. }
             | Self::Corrupt { op, .. }
             | Self::WrongKey { op, .. }
             | Self::InvalidKey { op, .. }
@@ -177,6 +191,7 @@ impl StoreError {
             | Self::Tampered { op }
             | Self::UnknownKey { op, .. }
             | Self::KeyInUse { op, .. }
+            | Self::KeyRetired { op, .. }
             | Self::Corrupt { op, .. }
             | Self::WrongKey { op, .. }
             | Self::InvalidKey { op, .. }

@@ -6,6 +6,8 @@ mod budget;
 mod peers;
 mod rekey;
 #[cfg(test)]
+mod rekey_tests;
+#[cfg(test)]
 mod tests;
 mod user_info;
 
@@ -59,8 +61,9 @@ pub struct Session {
     pub auth_time: UnixTime,
 }
 
-/// How many sealed values each key id protects in `store` (sessions and the
-/// signing key); needs no key, since the envelope names its key id.
+/// How many sealed values each key id protects in `store` (sessions, the
+/// signing key and peer tags); needs no key, since the envelope names its
+/// key id.
 pub async fn key_usage(store: &dyn BrokerStore) -> Result<BTreeMap<KeyId, u64>> {
     let mut usage = BTreeMap::new();
     let mut cursor = None;
@@ -80,6 +83,11 @@ pub async fn key_usage(store: &dyn BrokerStore) -> Result<BTreeMap<KeyId, u64>> 
         && let Ok(id) = sealed_key_id(&stored)
     {
         *usage.entry(id).or_insert(0) += 1;
+    }
+    for peer in store.load_peers().await? {
+        if let Some(id) = peers::stored_key_id(&peer.jwks) {
+            *usage.entry(id).or_insert(0) += 1;
+        }
     }
     Ok(usage)
 }

@@ -194,18 +194,13 @@ impl TokenVault {
         self.store.delete_peer(issuer).await
     }
 
-    /// Re-tag a stored peer under the primary key if its tag names another
-    /// key: `Ok(true)` if re-tagged.
-    pub(super) async fn retag_peer(&self, op: &'static str, stored: &PeerJwks) -> Result<bool> {
-        if stored_key_id(&stored.jwks) == Some(self.keyring.primary_id()) {
-            return Ok(false);
-        }
+    /// Check a stored peer's tag and tag it again under the primary key.
+    pub(super) async fn retag_peer(&self, op: &'static str, stored: &PeerJwks) -> Result<()> {
         let peer = self.open_peer(op, stored)?;
         let tagged = self
             .tag_peer(op, &peer.issuer, &peer.jwks, peer.fetched_at)
             .await?;
-        self.store.save_peer(&tagged).await?;
-        Ok(true)
+        self.store.save_peer(&tagged).await
     }
 }
 

@@ -6,11 +6,11 @@ use crate::keys::{KDF_RECORD, KdfParams};
 use crate::memory::MemoryStore;
 use crate::record::{PeerJwks, unix_now};
 
-fn key(b: u8) -> EncryptionKey {
+pub(super) fn key(b: u8) -> EncryptionKey {
     EncryptionKey::from_bytes(&[b; 32]).unwrap()
 }
 
-fn session(jti: &str, sub: &str) -> Session {
+pub(super) fn session(jti: &str, sub: &str) -> Session {
     let now = unix_now();
     Session {
         jti: jti.into(),
@@ -22,7 +22,7 @@ fn session(jti: &str, sub: &str) -> Session {
     }
 }
 
-async fn vault(store: &MemoryStore, keys: KeyConfig) -> Result<TokenVault> {
+pub(super) async fn vault(store: &MemoryStore, keys: KeyConfig) -> Result<TokenVault> {
     TokenVault::open(Arc::new(store.clone()), keys).await
 }
 
@@ -97,9 +97,12 @@ async fn wrong_passphrase_and_edited_params_are_refused_at_open() {
         .await
         .unwrap();
     assert!(again.get_session("j1").await.unwrap().is_some());
-    let err = vault(&store, KeyConfig::passphrase("wrong horse".to_owned()))
-        .await
-        .unwrap_err();
+    let err = vault(
+        &store,
+        KeyConfig::passphrase("wrong horse battery".to_owned()),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, StoreError::WrongKey { .. }), "{err:?}");
 
     // Weakened parameters in the stored record are refused before derivation.
@@ -136,7 +139,13 @@ async fn concurrent_first_opens_share_one_kdf_record() {
     let store = MemoryStore::new();
     let opens = (0..16).map(|_| {
         let store = store.clone();
-        async move { vault(&store, KeyConfig::passphrase("shared".to_owned())).await }
+        async move {
+            vault(
+                &store,
+                KeyConfig::passphrase("shared passphrase".to_owned()),
+            )
+            .await
+        }
     });
     let vaults: Vec<TokenVault> = futures_join_all(opens)
         .await
