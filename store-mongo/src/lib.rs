@@ -62,6 +62,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// [`MongoStore::with_operation_timeout`]).
 pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long [`MongoStore::shutdown`] waits for the driver's work in flight
+/// before it closes the client at once.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// How many expired sessions [`BrokerStore::purge_expired`] removes per batch.
 pub const PURGE_BATCH: i64 = 1000;
 
@@ -291,6 +295,37 @@ impl MongoStore {
     /// The database this store uses.
     pub fn database(&self) -> &Database {
         &self.db
+    }
+
+    /// Shut down the driver's [`Client`] behind this store (and every store
+    /// sharing it), waiting up to [`SHUTDOWN_GRACE`] for work in flight,
+    /// then closing at once. Call it once, after the last operation, before
+    /// the process exits.
+    ///
+    /// Why: the driver returns connections and ends server-side cursors and
+    /// sessions from background tasks on the async runtime. A process that
+    /// exits with a client still alive tears the runtime down under those
+    /// tasks, and the driver then panics ("SendError" in its connection
+    /// requester) on stderr. A store built with [`MongoStore::new`] shares
+    /// your client: this shuts that client down too, so call it only when
+    /// the application is done with it (or shut your client down yourself).
+    ///
+    /// ```no_run
+    /// # async fn run() -> broker_core::Result<()> {
+    /// let store = store_mongo::MongoStore::connect("mongodb://127.0.0.1:27017/my-app").await?;
+    /// // ... serve requests ...
+    /// store.shutdown().await; // last thing before returning from main
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn shutdown(&self) {
+        let client = self.db.client().clone();
+        if tokio::time::timeout(SHUTDOWN_GRACE, client.clone().shutdown())
+            .await
+            .is_err()
+        {
+            client.shutdown().immediate(true).await;
+        }
     }
 
     /// The names of the collections this store's namespace uses: sessions,
