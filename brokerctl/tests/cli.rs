@@ -606,3 +606,27 @@ async fn migrate_resume_file_is_private_and_salted() {
     assert!(err.contains("symbolic link"), "{err}");
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
 }
+
+/// A key or passphrase variable that is set but empty is a configuration
+/// error (exit 2), never an empty passphrase; a short passphrase is refused.
+#[test]
+fn empty_or_short_key_variables_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sled://{}", dir.path().join("db").display());
+    for flag in ["--passphrase-env", "--key-env"] {
+        one_line_error(
+            brokerctl()
+                .args(["--store", &url, flag, "SECRET", "init"])
+                .env("SECRET", ""),
+            2,
+            "environment variable SECRET is set but empty",
+        );
+    }
+    one_line_error(
+        brokerctl()
+            .args(["--store", &url, "--passphrase-env", "SECRET", "init"])
+            .env("SECRET", "eleven char"),
+        4,
+        "at least 12 characters",
+    );
+}
