@@ -370,7 +370,7 @@ impl ResumeState {
 }
 
 #[cfg(test)]
-mod tests {
+mod privacy_tests {
     use super::*;
 
     #[test]
