@@ -3,6 +3,8 @@
 //! the way back.
 
 mod budget;
+#[cfg(test)]
+mod budget_tests;
 mod peers;
 mod rekey;
 #[cfg(test)]
@@ -34,6 +36,11 @@ use user_info::{WipingBuf, validated_json};
 pub const SIGNING_KEY_RECORD: &str = "signing_key";
 /// Prefix of the per-key nonce counters (`nonces.<key id>`).
 pub const NONCE_COUNTER_PREFIX: &str = "nonces.";
+/// The namespace holding the per-key nonce counters, shared by every
+/// namespace of a database (reached with [`BrokerStore::sibling`]): one key
+/// used in several namespaces is counted once. Reserved: do not use it
+/// for sessions.
+pub const KEY_BUDGET_NAMESPACE: &str = "oidc_broker_key_budget";
 /// Seals one key may make with random 96-bit nonces (0.9 · 2^32, NIST SP 800-38D).
 pub const NONCE_LIMIT: u64 = 3_865_470_566;
 /// Seals after which a warning is logged.

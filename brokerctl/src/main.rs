@@ -363,6 +363,9 @@ async fn run_command(cli: &Cli, opener: &StoreOpener) -> Result<(), Fail> {
         Command::Demo => demo(cli).await?,
         Command::Bench(args) => {
             let key = key_source(cli.key_env.as_deref(), cli.passphrase_env.as_deref())?;
+            if key.is_some() {
+                eprintln!("brokerctl: warning: {}", brokerctl::bench::BUDGET_WARNING);
+            }
             let report = brokerctl::bench::run(&cli.store, args, key, !cli.json).await?;
             cli.print(report.table(), report.json());
         }
@@ -397,6 +400,9 @@ async fn migrate_to(
         None => cli.namespace()?,
     };
     options.route = brokerctl::migrate::route(&cli.store, &cli.namespace()?, to, &dest_ns);
+    if to != cli.store {
+        eprintln!("brokerctl: warning: {}", brokerctl::migrate::BUDGET_WARNING);
+    }
     let dest_store = dest_opener.open_existing(dest_ns).await?;
     let dest = TokenVault::open(dest_store, cli.keys()?).await?;
     let total = source.store().stats().await?.live_sessions;

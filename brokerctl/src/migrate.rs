@@ -6,6 +6,11 @@
 //! meanwhile is refused there too, and again at the end, so a subject
 //! revoked on the source during the copy is revoked on the destination.
 //!
+//! Sessions are sealed again at the destination, under the same key. Nonce
+//! budgets are counted per database ([`BUDGET_WARNING`]): on one database
+//! every namespace draws on one budget per key; a destination on another
+//! database has its own.
+//!
 //! The copy streams page by page (bounded memory), leaves the source
 //! untouched, and is safe to re-run (writes are upserts). With a resume file
 //! the cursor is saved after every page, so a run that was stopped — killed,
@@ -36,6 +41,13 @@ use broker_core::{Namespace, StoreError, TokenVault};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+
+/// What `brokerctl migrate` prints when the destination is another
+/// database: nonce budgets are counted per database.
+pub const BUDGET_WARNING: &str = "the destination is another database, and a key's nonce budget \
+    is counted per database: the seals of this migration (one per session) and every later seal \
+    there are not counted against this database's budget for the same key, nor the other way \
+    round. If both databases keep sealing with this key, rotate one of them to a new key.";
 
 /// Sessions read per page.
 const PAGE: usize = 1000;

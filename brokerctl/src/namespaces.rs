@@ -69,6 +69,8 @@ impl StoreOpener {
             #[cfg(feature = "redis")]
             Shared::RedisCluster(s) => redis_cluster_namespaces(s.connection()).await?,
         };
+        // The per-key nonce counters are not a namespace of sessions.
+        found.retain(|ns| ns.as_str() != broker_core::vault::KEY_BUDGET_NAMESPACE);
         found.sort();
         found.dedup();
         Ok(found)

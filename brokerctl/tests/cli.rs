@@ -630,3 +630,61 @@ fn empty_or_short_key_variables_are_refused() {
         "at least 12 characters",
     );
 }
+
+/// A key's nonce budget is counted per database: `migrate` to another
+/// database and `bench` with a given key say that their seals cannot be
+/// counted against the key's budget elsewhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_and_bench_warn_that_budgets_are_per_database() {
+    const KEY: [u8; 32] = [6; 32];
+    let dir = tempfile::tempdir().unwrap();
+    seed(&dir.path().join("a"), KEY, 2).await;
+    seed(&dir.path().join("b"), KEY, 0).await;
+    let out = brokerctl()
+        .args([
+            "--store",
+            &format!("sled://{}", dir.path().join("a").display()),
+            "--key-env",
+            "K",
+            "migrate",
+            "--to",
+            &format!("sled://{}", dir.path().join("b").display()),
+        ])
+        .env("K", b64(&KEY))
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("nonce budget is counted per database"),
+        "{err}"
+    );
+
+    let out = brokerctl()
+        .args([
+            "--store",
+            "memory://",
+            "--json",
+            "--key-env",
+            "K",
+            "bench",
+            "--ops",
+            "20",
+            "--sessions",
+            "20",
+            "--concurrency",
+            "1",
+            "--purge",
+            "0",
+            "--page",
+            "0",
+        ])
+        .env("K", b64(&KEY))
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("nonce budget on this database"), "{err}");
+}

@@ -1,16 +1,17 @@
 //! The nonce budget: seals per key, counted against [`NONCE_LIMIT`]; and
 //! the check that the key sealing has not been closed by a rekey.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::crypto::KeyId;
 use crate::error::{Corruption, Result, StoreError};
 use crate::keys::key_closed_record;
+use crate::record::Namespace;
 use crate::store::BrokerStore;
 
-use super::{NONCE_BATCH, NONCE_COUNTER_PREFIX, NONCE_LIMIT, NONCE_WARNING};
+use super::{KEY_BUDGET_NAMESPACE, NONCE_BATCH, NONCE_COUNTER_PREFIX, NONCE_LIMIT, NONCE_WARNING};
 
 /// How long a vault trusts that its primary key is still open for sealing
 /// before it reads the store again: a rekey that closes the key is seen by
@@ -26,12 +27,25 @@ fn monotonic_ms() -> u64 {
 
 /// Counts seals per key against [`NONCE_LIMIT`], persisted in batches, and
 /// refuses to seal under a key a rekey closed.
+///
+/// The counter of a key is the record `nonces.<key id>` in the database's
+/// [`KEY_BUDGET_NAMESPACE`], shared by every namespace (and so by every
+/// vault, process and tool) on that database: one raw key used in several
+/// namespaces, a namespace dropped and created again, a `migrate` or a
+/// `bench` on the same database all draw on one budget. A database cannot
+/// see another database's counter: a key used on two databases has two
+/// budgets (the tools warn). A counter left in the vault's own namespace
+/// by an earlier version still counts (the larger of the two is used).
 #[derive(Default)]
 pub(super) struct NonceBudget {
     remaining: AtomicU64,
     /// Until when (on [`monotonic_ms`]) the key is known not to be closed.
     open_until_ms: AtomicU64,
     refill: tokio::sync::Mutex<()>,
+    /// The counters' store, set up on the first refill.
+    counters: tokio::sync::OnceCell<Arc<dyn BrokerStore>>,
+    /// The counter an earlier version kept in the vault's own namespace.
+    legacy: tokio::sync::OnceCell<u64>,
 }
 
 impl NonceBudget {
@@ -71,21 +85,35 @@ impl NonceBudget {
             return Ok(());
         }
         let name = format!("{NONCE_COUNTER_PREFIX}{key}");
+        let counters = self
+            .counters
+            .get_or_try_init(|| async {
+                let counters = store.sibling(Namespace::new(KEY_BUDGET_NAMESPACE)?);
+                counters.setup().await.map_err(|e| e.with_op(op))?;
+                Ok::<_, StoreError>(counters)
+            })
+            .await?;
+        let legacy = *self
+            .legacy
+            .get_or_try_init(|| async {
+                match store.get_record(&name).await.map_err(|e| e.with_op(op))? {
+                    Some(stored) => decode_counter(op, &stored),
+                    None => Ok(0),
+                }
+            })
+            .await?;
         loop {
-            let stored = store
-                .create_record(&name, &0u64.to_be_bytes())
+            let stored = counters
+                .create_record(&name, &legacy.to_be_bytes())
                 .await
                 .map_err(|e| e.with_op(op))?;
-            let used =
-                u64::from_be_bytes(stored.as_slice().try_into().map_err(|_| {
-                    StoreError::corrupt(op, Corruption::Malformed("nonce counter"))
-                })?);
+            let used = decode_counter(op, &stored)?.max(legacy);
             if used >= NONCE_LIMIT {
                 return Err(StoreError::KeyExhausted { op, key_id: key });
             }
             let grant = NONCE_BATCH.min(NONCE_LIMIT - used);
             let next = used + grant;
-            if store
+            if counters
                 .replace_record(&name, &stored, &next.to_be_bytes())
                 .await
                 .map_err(|e| e.with_op(op))?
@@ -99,4 +127,11 @@ impl NonceBudget {
             }
         }
     }
+}
+
+/// A stored nonce counter: a u64, big-endian.
+fn decode_counter(op: &'static str, stored: &[u8]) -> Result<u64> {
+    Ok(u64::from_be_bytes(stored.try_into().map_err(|_| {
+        StoreError::corrupt(op, Corruption::Malformed("nonce counter"))
+    })?))
 }
