@@ -400,9 +400,6 @@ async fn migrate_to(
         None => cli.namespace()?,
     };
     options.route = brokerctl::migrate::route(&cli.store, &cli.namespace()?, to, &dest_ns);
-    if to != cli.store {
-        eprintln!("brokerctl: warning: {}", brokerctl::migrate::BUDGET_WARNING);
-    }
     let dest_store = dest_opener.open_existing(dest_ns).await?;
     let dest = TokenVault::open(dest_store, cli.keys()?).await?;
     let total = source.store().stats().await?.live_sessions;
@@ -411,6 +408,9 @@ async fn migrate_to(
         brokerctl::migrate::migrate(&source, &dest, &options, |n| bar.set_position(n)).await;
     bar.finish_and_clear();
     let report = report?;
+    if to != cli.store {
+        eprintln!("brokerctl: warning: {}", brokerctl::migrate::BUDGET_WARNING);
+    }
     let text = if report.complete {
         format!(
             "migrated {} sessions ({} in this run{}), {} revocations and {} peers in {:.1}s; destination holds {} live sessions",
