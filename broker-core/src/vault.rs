@@ -28,7 +28,8 @@ use crate::store::BrokerStore;
 use crate::validate;
 
 use budget::NonceBudget;
-pub use rekey::RekeyReport;
+pub use budget::SEAL_CHECK_INTERVAL;
+pub use rekey::{REKEY_SETTLE, RekeyReport};
 pub use user_info::UserInfo;
 use user_info::{WipingBuf, validated_json};
 

@@ -316,7 +316,7 @@ async fn run_command(cli: &Cli, opener: &StoreOpener) -> Result<(), Fail> {
             let store = cli.store(opener).await?;
             let vault = TokenVault::open(store, cli.keys()?.rotate_to(new)).await?;
             let total = vault.store().stats().await?.live_sessions;
-            let bar = progress_bar(&cli, total, "checked");
+            let bar = progress_bar(cli, total, "checked");
             let report = vault
                 .rekey(|r| bar.set_position(r.sessions_seen.min(total)))
                 .await;
