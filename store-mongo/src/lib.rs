@@ -21,6 +21,10 @@
 //! The TTL monitor removes expired documents about once a minute; every read
 //! also filters on expiry, so an expired session is never returned.
 //! No operation uses a multi-document transaction.
+//!
+//! Before the process exits, call [`MongoStore::shutdown`] (or shut your own
+//! client down): the driver's background tasks otherwise meet a runtime
+//! that is going away, and it can panic on stderr.
 
 #![warn(missing_docs)]
 
