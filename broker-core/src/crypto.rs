@@ -23,7 +23,6 @@ use std::sync::Arc;
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Key, Nonce, Tag};
 use base64::Engine as _;
-use rand::Rng as _;
 use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox, SecretSlice, SecretString};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -127,6 +126,12 @@ impl EncryptionKey {
         }
     }
 
+    /// A second copy of this key (for a vault that must derive its keyring
+    /// again, e.g. after losing a race to create the `kdf` record).
+    pub(crate) fn duplicate(&self) -> Self {
+        Self::from_array(*self.bytes.expose_secret())
+    }
+
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new(&Key::<Aes256Gcm>::from(*self.bytes.expose_secret()))
     }
@@ -165,6 +170,18 @@ pub enum Binding<'a> {
         /// The record name.
         name: &'a str,
     },
+    /// A peer's JWKS document: the tag (a seal of nothing) authenticates
+    /// the issuer, the fetch time and the exact document text.
+    Peer {
+        /// The store's namespace.
+        namespace: &'a str,
+        /// The peer's issuer URL.
+        issuer: &'a str,
+        /// When the document was fetched.
+        fetched_at: UnixTime,
+        /// The JWKS document, as stored.
+        jwks: &'a [u8],
+    },
     /// The check value that proves a key belongs to this store; `kdf` is the
     /// encoded key-derivation record (params and salt) for passphrase keys,
     /// empty for raw keys.
@@ -200,6 +217,18 @@ impl Binding<'_> {
                 field(b"signing_key");
                 field(namespace.as_bytes());
                 field(name.as_bytes());
+            }
+            Binding::Peer {
+                namespace,
+                issuer,
+                fetched_at,
+                jwks,
+            } => {
+                field(b"peer_jwks");
+                field(namespace.as_bytes());
+                field(issuer.as_bytes());
+                field(&(fetched_at as u64).to_be_bytes());
+                field(jwks);
             }
             Binding::KeyCheck { namespace, kdf } => {
                 field(b"key_check");
@@ -318,10 +347,15 @@ impl Keyring {
     /// Seal the concatenation of `parts`, exactly as [`Keyring::seal`] seals
     /// them joined, writing each part straight into the envelope (encrypted
     /// in place): no joined plaintext copy is made.
+    ///
+    /// The nonce comes straight from the operating system's generator
+    /// (`getrandom`) on every seal, never from a generator in process
+    /// memory: a `fork` or a restored VM snapshot copies such a generator,
+    /// and the copies would repeat each other's nonces under the same key
+    /// (SECURITY.md requirement 16). If the OS cannot supply randomness the
+    /// seal fails with [`StoreError::Unavailable`].
     pub fn seal_parts(&self, binding: &Binding<'_>, parts: &[&[u8]]) -> Result<Vec<u8>> {
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::rng().fill_bytes(&mut nonce);
-        self.seal_with_nonce(binding, parts, nonce)
+        self.seal_with_nonce(binding, parts, fresh_nonce()?)
     }
 
     /// Seal with a given nonce: only for the crate's own golden-vector test.
@@ -410,12 +444,22 @@ impl fmt::Debug for Keyring {
     }
 }
 
+/// A nonce drawn from the operating system for this one seal.
+fn fresh_nonce() -> Result<[u8; NONCE_LEN]> {
+    use rand::TryRng as _;
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut nonce)
+        .map_err(|e| StoreError::unavailable("seal", e))?;
+    Ok(nonce)
+}
+
 /// Fill `buf` from the operating system's generator (falling back to the
 /// OS-seeded thread generator if the OS call fails).
 pub(crate) fn os_random(buf: &mut [u8]) {
     use rand::TryRng as _;
     if rand::rngs::SysRng.try_fill_bytes(buf).is_err() {
-        rand::rng().fill_bytes(buf);
+        rand::Rng::fill_bytes(&mut rand::rng(), buf);
     }
 }
 
@@ -621,6 +665,12 @@ mod tests {
             Binding::KeyCheck {
                 namespace,
                 kdf: b"",
+            },
+            Binding::Peer {
+                namespace,
+                issuer: jti,
+                fetched_at: expires_at,
+                jwks: b"",
             },
         ];
         for place in moved {

@@ -70,6 +70,19 @@ pub enum StoreError {
         /// The left-out key.
         key_id: KeyId,
     },
+    /// The key no longer seals in this store: a re-encryption (rekey)
+    /// closed it before moving everything to the new primary. A worker
+    /// still configured with it as its primary must be reconfigured.
+    #[error(
+        "{op}: key id {key_id} was retired by a re-encryption (rekey) and no longer seals; \
+         configure the new primary key (keep this one as an older key until the rekey ends)"
+    )]
+    KeyRetired {
+        /// The operation that tried to seal or open with it as the primary.
+        op: &'static str,
+        /// The retired key.
+        key_id: KeyId,
+    },
     /// A stored record cannot be decoded (not sealed by this library, or damaged).
     #[error("{op}: corrupt record: {reason}")]
     Corrupt {
@@ -154,6 +167,7 @@ impl StoreError {
             | Self::Tampered { op }
             | Self::UnknownKey { op, .. }
             | Self::KeyInUse { op, .. }
+            | Self::KeyRetired { op, .. }
             | Self::Corrupt { op, .. }
             | Self::WrongKey { op, .. }
             | Self::InvalidKey { op, .. }
@@ -177,6 +191,7 @@ impl StoreError {
             | Self::Tampered { op }
             | Self::UnknownKey { op, .. }
             | Self::KeyInUse { op, .. }
+            | Self::KeyRetired { op, .. }
             | Self::Corrupt { op, .. }
             | Self::WrongKey { op, .. }
             | Self::InvalidKey { op, .. }
@@ -198,6 +213,10 @@ pub enum Corruption {
     UnsupportedVersion(u8),
     /// Its fields do not decode; the text says which part.
     Malformed(&'static str),
+    /// A record that is meant to be authenticated by the vault's key (a
+    /// peer's JWKS) carries no valid tag: written around the vault, moved,
+    /// re-dated or edited. Never trusted.
+    Unauthenticated(&'static str),
 }
 
 impl fmt::Display for Corruption {
@@ -206,6 +225,11 @@ impl fmt::Display for Corruption {
             Self::Truncated => f.write_str("truncated"),
             Self::UnsupportedVersion(v) => write!(f, "unsupported format version 0x{v:02x}"),
             Self::Malformed(what) => write!(f, "malformed {what}"),
+            Self::Unauthenticated(what) => write!(
+                f,
+                "{what} not authenticated by this store's key (written around the vault, \
+                 moved, re-dated or edited)"
+            ),
         }
     }
 }

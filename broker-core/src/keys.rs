@@ -1,16 +1,22 @@
 //! Where keys come from, and checking them against a store when a vault opens.
 //!
-//! Keys are raw 32-byte keys or passphrases stretched with Argon2id. The
-//! store holds, as create-once records: the key-derivation record (salt and
+//! Keys are raw 32-byte keys or passphrases (at least
+//! [`MIN_PASSPHRASE_CHARS`] characters) stretched with Argon2id. The store
+//! holds, as create-once records: the key-derivation record (salt and
 //! parameters, `kdf`), one sealed key-check value per registered key id
 //! (`key_check.<id>`), and the id of the first key the store saw
 //! (`keys.founder`). A key whose id has no key-check record is refused at
 //! open — a wrong key or passphrase is caught before any session call —
 //! unless it is the store's first key or a new primary registered on purpose
-//! with [`KeyConfig::rotate_to`]. A registered key may be left out of the
-//! keyring only once a completed re-encryption retired it
-//! (`key_retired.<id>`, written by [`TokenVault::rekey`](crate::TokenVault::rekey));
-//! before that, leaving it out is refused with [`StoreError::KeyInUse`].
+//! with [`KeyConfig::rotate_to`]. Every check runs before anything is
+//! written, so a refused open leaves the store as it was.
+//!
+//! [`TokenVault::rekey`](crate::TokenVault::rekey) first *closes* the older
+//! keys (`key_closed.<id>`: no vault seals under them any more, and none
+//! opens with one as its primary, [`StoreError::KeyRetired`]), then moves
+//! everything to the primary and *retires* them (`key_retired.<id>`). A
+//! registered key may be left out of the keyring only once retired; before
+//! that, leaving it out is refused with [`StoreError::KeyInUse`].
 
 use std::fmt;
 
@@ -32,6 +38,22 @@ const KEY_CHECK_PLAINTEXT: &[u8] = b"oidc-broker-store key check v1";
 /// Prefix of the records marking a key as no longer protecting anything
 /// (`key_retired.<key id>`).
 pub const KEY_RETIRED_PREFIX: &str = "key_retired.";
+
+/// Prefix of the records closing a key for sealing (`key_closed.<key id>`,
+/// holding the Unix time in milliseconds when it was closed), written by
+/// [`TokenVault::rekey`](crate::TokenVault::rekey) before it moves
+/// anything: from then on sealing under that key is refused
+/// ([`StoreError::KeyRetired`]).
+pub const KEY_CLOSED_PREFIX: &str = "key_closed.";
+
+/// Fewest characters (Unicode scalar values, not bytes) a passphrase may
+/// have; an empty passphrase is refused like any short one.
+pub const MIN_PASSPHRASE_CHARS: usize = 12;
+
+/// The name of the closing record of `id`.
+pub fn key_closed_record(id: KeyId) -> String {
+    format!("{KEY_CLOSED_PREFIX}{id}")
+}
 
 /// The name of the key-check record of `id`.
 pub fn key_check_record(id: KeyId) -> String {
@@ -273,50 +295,135 @@ struct Resolved {
     kdf: Vec<u8>,
 }
 
+/// Refuse a passphrase shorter than [`MIN_PASSPHRASE_CHARS`] characters
+/// (an empty one included), before any I/O.
+pub fn check_passphrase(passphrase: &SecretString) -> Result<()> {
+    if passphrase.expose_secret().chars().count() < MIN_PASSPHRASE_CHARS {
+        return Err(StoreError::InvalidKey {
+            op: "open_keyring",
+            reason: "a passphrase must be at least 12 characters",
+        });
+    }
+    Ok(())
+}
+
 /// Resolve `config` against `store` and check every key: the keyring a
 /// vault seals and opens with.
+///
+/// Everything is checked before anything is written: a wrong key, a wrong
+/// passphrase, an unknown older key or a left-out key leaves the store as
+/// it was (no `kdf` record, no founder, no key check for a new primary), so
+/// one mistyped key cannot lock later, correct opens out. Only once every
+/// check passed are the missing records created.
 pub(crate) async fn open_keyring(store: &dyn BrokerStore, config: KeyConfig) -> Result<Keyring> {
-    let KeyConfig {
-        primary,
-        older,
-        register_primary,
-    } = config;
-    let kdf = if std::iter::once(&primary)
-        .chain(&older)
-        .any(|k| matches!(k, KeySource::Passphrase(_)))
-    {
-        let proposal = KdfParams::generate().encode();
-        let stored = store
-            .create_record(KDF_RECORD, &proposal)
-            .await
-            .map_err(|e| e.with_op("open_keyring"))?;
-        let params = KdfParams::decode(&stored)?;
-        params.check_bounds()?;
-        Some((params, stored))
-    } else {
-        None
-    };
+    for source in std::iter::once(&config.primary).chain(&config.older) {
+        if let KeySource::Passphrase(passphrase) = source {
+            check_passphrase(passphrase)?;
+        }
+    }
+    // A first open that loses the race to create the `kdf` record derives
+    // again with the winner's salt.
+    for _ in 0..2 {
+        if let Some(ring) = try_open(store, &config).await? {
+            return Ok(ring);
+        }
+    }
+    Err(StoreError::Conflict {
+        op: "open_keyring",
+        what: "the key-derivation record changed while the keyring opened",
+    })
+}
 
-    let mut resolved = Vec::with_capacity(1 + older.len());
-    for source in std::iter::once(primary).chain(older) {
-        resolved.push(match source {
-            KeySource::Raw(key) => Resolved {
-                key,
+/// The stored key-derivation record, or a fresh proposal (`Some` as the
+/// second value) when the store has none yet.
+async fn kdf_params(store: &dyn BrokerStore) -> Result<(KdfParams, Vec<u8>, Option<Vec<u8>>)> {
+    match store
+        .get_record(KDF_RECORD)
+        .await
+        .map_err(|e| e.with_op("open_keyring"))?
+    {
+        Some(stored) => {
+            let params = KdfParams::decode(&stored)?;
+            params.check_bounds()?;
+            Ok((params, stored, None))
+        }
+        None => {
+            let params = KdfParams::generate();
+            let encoded = params.encode();
+            Ok((params, encoded.clone(), Some(encoded)))
+        }
+    }
+}
+
+/// The keys of `config`, passphrases stretched with `kdf`.
+async fn resolve(config: &KeyConfig, kdf: Option<&(KdfParams, Vec<u8>)>) -> Result<Vec<Resolved>> {
+    let mut resolved = Vec::with_capacity(1 + config.older.len());
+    for source in std::iter::once(&config.primary).chain(&config.older) {
+        resolved.push(match (source, kdf) {
+            (KeySource::Raw(key), _) => Resolved {
+                key: key.duplicate(),
                 kdf: Vec::new(),
             },
-            KeySource::Passphrase(passphrase) => {
-                let (params, encoded) = kdf.clone().expect("kdf loaded when a passphrase is given");
+            (KeySource::Passphrase(passphrase), Some((params, encoded))) => {
+                let (params, passphrase) = (params.clone(), passphrase.clone());
                 let key = tokio::task::spawn_blocking(move || params.derive(&passphrase))
                     .await
                     .map_err(|_| StoreError::InvalidKey {
                         op: "open_keyring",
                         reason: "key derivation was interrupted",
                     })??;
-                Resolved { key, kdf: encoded }
+                Resolved {
+                    key,
+                    kdf: encoded.clone(),
+                }
+            }
+            (KeySource::Passphrase(_), None) => {
+                return Err(StoreError::InvalidKey {
+                    op: "open_keyring",
+                    reason: "a passphrase needs the key-derivation record",
+                });
             }
         });
     }
+    Ok(resolved)
+}
 
+/// Check that the key-check value `stored` opens under `ring` to the constant.
+fn verify_check(ring: &Keyring, binding: &Binding<'_>, stored: &[u8], id: KeyId) -> Result<()> {
+    match ring.open(binding, stored) {
+        Ok(plain) if plain.expose_secret() == KEY_CHECK_PLAINTEXT => Ok(()),
+        _ => Err(StoreError::WrongKey {
+            op: "open_keyring",
+            reason: format!("key id {id} does not pass this store's key check"),
+        }),
+    }
+}
+
+fn unknown_primary(id: KeyId) -> StoreError {
+    StoreError::WrongKey {
+        op: "open_keyring",
+        reason: format!(
+            "the primary key (id {id}) is not one this store knows: check the key or \
+             passphrase; to start using a new key, rotate to it"
+        ),
+    }
+}
+
+/// One attempt at [`open_keyring`]; `None` if the `kdf` record proposed
+/// here lost a creation race (derive again with the stored one).
+async fn try_open(store: &dyn BrokerStore, config: &KeyConfig) -> Result<Option<Keyring>> {
+    let op = "open_keyring";
+    // 1. Read what the store holds and derive the keys: no writes.
+    let needs_kdf = std::iter::once(&config.primary)
+        .chain(&config.older)
+        .any(|k| matches!(k, KeySource::Passphrase(_)));
+    let (kdf, kdf_proposal) = if needs_kdf {
+        let (params, encoded, proposal) = kdf_params(store).await?;
+        (Some((params, encoded)), proposal)
+    } else {
+        (None, None)
+    };
+    let resolved = resolve(config, kdf.as_ref()).await?;
     let ns = store.namespace().as_str().to_owned();
     let checks: Vec<(KeyId, Vec<u8>)> = resolved
         .iter()
@@ -325,63 +432,109 @@ pub(crate) async fn open_keyring(store: &dyn BrokerStore, config: KeyConfig) -> 
     let mut keys = resolved.into_iter().map(|r| r.key);
     let primary_key = keys.next().expect("a primary key");
     let ring = Keyring::new(primary_key, keys)?;
-
-    let founder = store
-        .create_record(FOUNDER_RECORD, &ring.primary_id().0.to_be_bytes())
+    let primary = ring.primary_id();
+    let founder = match store
+        .get_record(FOUNDER_RECORD)
         .await
-        .map_err(|e| e.with_op("open_keyring"))?;
-    let founder: [u8; 4] = founder.as_slice().try_into().map_err(|_| {
-        StoreError::corrupt("open_keyring", Corruption::Malformed("key founder record"))
-    })?;
-    let founder = KeyId(u32::from_be_bytes(founder));
+        .map_err(|e| e.with_op(op))?
+    {
+        Some(stored) => Some(decode_founder(&stored)?),
+        None => None,
+    };
+    if kdf_proposal.is_some()
+        && founder.is_some()
+        && store
+            .get_record(KDF_RECORD)
+            .await
+            .map_err(|e| e.with_op(op))?
+            .is_some()
+    {
+        // Another first opener created the `kdf` record (and the founder)
+        // since it was read: our keys came from our own proposal.
+        return Ok(None);
+    }
 
+    // 2. Check every key against the store: still no writes.
+    let mut register = false;
     for (i, (id, kdf)) in checks.iter().enumerate() {
         let binding = Binding::KeyCheck {
             namespace: &ns,
             kdf,
         };
-        let name = key_check_record(*id);
-        let stored = match store
-            .get_record(&name)
+        match store
+            .get_record(&key_check_record(*id))
             .await
-            .map_err(|e| e.with_op("open_keyring"))?
+            .map_err(|e| e.with_op(op))?
         {
-            Some(stored) => stored,
-            None if i == 0 && (register_primary || founder == *id) => {
-                let check = ring.seal(&binding, KEY_CHECK_PLAINTEXT)?;
-                store
-                    .create_record(&name, &check)
-                    .await
-                    .map_err(|e| e.with_op("open_keyring"))?
+            Some(stored) => verify_check(&ring, &binding, &stored, *id)?,
+            None if i == 0 && (config.register_primary || founder.is_none_or(|f| f == *id)) => {
+                register = true;
             }
-            None if i == 0 => {
-                return Err(StoreError::WrongKey {
-                    op: "open_keyring",
-                    reason: format!(
-                        "the primary key (id {id}) is not one this store knows: check the key or \
-                         passphrase; to start using a new key, rotate to it"
-                    ),
-                });
-            }
+            None if i == 0 => return Err(unknown_primary(*id)),
             None => {
                 return Err(StoreError::WrongKey {
-                    op: "open_keyring",
+                    op,
                     reason: format!("the older key with id {id} is not one this store knows"),
-                });
-            }
-        };
-        match ring.open(&binding, &stored) {
-            Ok(plain) if plain.expose_secret() == KEY_CHECK_PLAINTEXT => {}
-            _ => {
-                return Err(StoreError::WrongKey {
-                    op: "open_keyring",
-                    reason: format!("key id {id} does not pass this store's key check"),
                 });
             }
         }
     }
     refuse_left_out_keys(store, &ring).await?;
-    Ok(ring)
+    if store
+        .get_record(&key_closed_record(primary))
+        .await
+        .map_err(|e| e.with_op(op))?
+        .is_some()
+    {
+        return Err(StoreError::KeyRetired {
+            op,
+            key_id: primary,
+        });
+    }
+
+    // 3. Every check passed: create what is missing.
+    if let Some(proposal) = kdf_proposal {
+        let stored = store
+            .create_record(KDF_RECORD, &proposal)
+            .await
+            .map_err(|e| e.with_op(op))?;
+        if stored != proposal {
+            return Ok(None);
+        }
+    }
+    let founder = match founder {
+        Some(founder) => founder,
+        None => decode_founder(
+            &store
+                .create_record(FOUNDER_RECORD, &primary.0.to_be_bytes())
+                .await
+                .map_err(|e| e.with_op(op))?,
+        )?,
+    };
+    if register {
+        if !config.register_primary && founder != primary {
+            // Another first opener with another key won the founder race.
+            return Err(unknown_primary(primary));
+        }
+        let binding = Binding::KeyCheck {
+            namespace: &ns,
+            kdf: &checks[0].1,
+        };
+        let check = ring.seal(&binding, KEY_CHECK_PLAINTEXT)?;
+        let stored = store
+            .create_record(&key_check_record(primary), &check)
+            .await
+            .map_err(|e| e.with_op(op))?;
+        verify_check(&ring, &binding, &stored, primary)?;
+    }
+    Ok(Some(ring))
+}
+
+fn decode_founder(stored: &[u8]) -> Result<KeyId> {
+    let founder: [u8; 4] = stored.try_into().map_err(|_| {
+        StoreError::corrupt("open_keyring", Corruption::Malformed("key founder record"))
+    })?;
+    Ok(KeyId(u32::from_be_bytes(founder)))
 }
 
 #[cfg(test)]

@@ -384,12 +384,27 @@ async fn no_canary_in_logs_errors_or_debug() {
     let e = errors.expect_err("spent nonce budget", spent_vault.save_session(&s).await);
     assert!(e.contains("KeyExhausted"), "{e}");
 
+    // The rekey retired the passphrase key: the old vault no longer seals.
+    let e = errors.expect_err(
+        "sealing under a retired key",
+        vault.save_session(&session("after-rekey", SUB)).await,
+    );
+    assert!(e.contains("KeyRetired"), "{e}");
+
     // Peers (public) and the probe.
-    vault
+    rotated
         .save_peer_jwks("https://peer.example", r#"{"keys":[]}"#, now)
         .await
         .unwrap();
-    vault.load_peer_jwks().await.unwrap();
+    rotated.load_peer_jwks().await.unwrap();
+    arc.save_peer(&broker_core::PeerJwks {
+        issuer: "https://planted.example".into(),
+        jwks: format!(r#"{{"keys":[],"x":"{RT}"}}"#),
+        fetched_at: now,
+    })
+    .await
+    .unwrap();
+    errors.expect_err("planted peer", rotated.load_peer_jwks().await);
     tracing::trace!(probe = PROBE, "canary self-check");
 
     // ---- checks ----

@@ -61,6 +61,12 @@ use serde_json::{Value, json};
 use crate::StoreOpener;
 
 const OP: &str = "bench";
+
+/// What `brokerctl bench` prints when it seals with a given key: its seals
+/// count against the key's nonce budget on this database only.
+pub const BUDGET_WARNING: &str = "bench seals every session it writes with the given key; the \
+    seals count against the key's nonce budget on this database (shared by all its namespaces), \
+    but a database elsewhere that uses the same key keeps its own budget, which cannot see them.";
 /// Sessions live this long in the bench (seconds).
 const TTL: i64 = 3600;
 

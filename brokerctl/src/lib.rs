@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 pub mod bench;
 pub mod migrate;
+mod namespaces;
 
 use broker_core::{BrokerStore, MemoryStore, Namespace, StoreError};
 use conformance::mutants::Mutant;
@@ -34,7 +35,9 @@ pub const APP_NAME: &str = "oidc-broker";
 /// A store opened from `url` on `namespace` (not yet set up). Unknown
 /// schemes and malformed URLs are [`StoreError::InvalidInput`] naming the
 /// schemes this build supports; the URL itself never appears in an error
-/// (it may hold a password).
+/// (it may hold a password). A process that exits afterwards should use a
+/// [`StoreOpener`] instead and call [`StoreOpener::shutdown`] before it
+/// exits (MongoDB).
 pub async fn open_store(
     url: &str,
     namespace: Namespace,
@@ -44,8 +47,13 @@ pub async fn open_store(
 
 /// Opens stores on many namespaces of one URL, sharing one connection pool
 /// (or one open sled database, or one in-memory database).
+///
+/// Call [`StoreOpener::shutdown`] before the process exits: a MongoDB
+/// client left alive at exit can make the driver panic on stderr.
 pub struct StoreOpener {
     url: String,
+    /// Whether connecting may create a sled database that is not there yet.
+    create: bool,
     shared: tokio::sync::OnceCell<Shared>,
 }
 
@@ -70,7 +78,35 @@ impl StoreOpener {
     pub fn new(url: &str) -> Self {
         Self {
             url: url.to_owned(),
+            create: true,
             shared: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// An opener for a store that must exist already: a `sled://` path
+    /// holding no database is an error instead of a new database. Use it
+    /// with [`Self::open_existing`] for every command but `init`.
+    pub fn existing(url: &str) -> Self {
+        Self {
+            create: false,
+            ..Self::new(url)
+        }
+    }
+
+    /// The shared connection, made on first use.
+    async fn connected(&self) -> Result<&Shared, StoreError> {
+        self.shared
+            .get_or_try_init(|| connect(&self.url, self.create))
+            .await
+    }
+
+    /// Shut down what the opener connected, before the process exits: the
+    /// MongoDB client (see `store_mongo::MongoStore::shutdown`); other
+    /// backends need nothing. Stores opened here fail afterwards.
+    pub async fn shutdown(&self) {
+        #[cfg(feature = "mongo")]
+        if let Some(Shared::Mongo(s)) = self.shared.get() {
+            s.shutdown().await;
         }
     }
 
@@ -81,7 +117,7 @@ impl StoreOpener {
 
     /// A store on `namespace`.
     pub async fn open(&self, namespace: Namespace) -> Result<Arc<dyn BrokerStore>, StoreError> {
-        let shared = self.shared.get_or_try_init(|| connect(&self.url)).await?;
+        let shared = self.connected().await?;
         Ok(match shared.clone() {
             Shared::Memory(s) => Arc::new(s.with_namespace(namespace)),
             Shared::Mutant(s, m) => m.wrap(s.with_namespace(namespace)),
@@ -103,7 +139,7 @@ impl StoreOpener {
     /// that talk to the database directly next to the store, such as the
     /// raw-driver ceiling of [`bench`].
     pub async fn backend(&self) -> Result<bench::Backend, StoreError> {
-        let shared = self.shared.get_or_try_init(|| connect(&self.url)).await?;
+        let shared = self.connected().await?;
         Ok(match shared {
             Shared::Memory(_) | Shared::Mutant(..) => bench::Backend::Memory,
             #[cfg(feature = "sled")]
@@ -123,7 +159,7 @@ impl StoreOpener {
     }
 }
 
-async fn connect(url: &str) -> Result<Shared, StoreError> {
+async fn connect(url: &str, create: bool) -> Result<Shared, StoreError> {
     let op = "open_store";
     let scheme = url
         .split_once("://")
@@ -154,6 +190,19 @@ async fn connect(url: &str) -> Result<Shared, StoreError> {
                 None => None,
                 Some(query) => Some(sled_cache_mb(op, query)?),
             };
+            if !create {
+                let dir = if path.is_empty() {
+                    store_sled::SledStore::default_path(APP_NAME)?
+                } else {
+                    std::path::PathBuf::from(path)
+                };
+                if !dir.join("conf").exists() {
+                    return Err(StoreError::invalid(
+                        op,
+                        "there is no sled database at this path (create one with `brokerctl init`)",
+                    ));
+                }
+            }
             Ok(Shared::Sled(match (path.is_empty(), cache_mb) {
                 (true, None) => store_sled::SledStore::open_default(APP_NAME)?,
                 (true, Some(_)) => {
@@ -250,6 +299,11 @@ impl UrlFactory {
         Self {
             opener: StoreOpener::new(url),
         }
+    }
+
+    /// The opener behind the factory (shut it down when done).
+    pub fn opener(&self) -> &StoreOpener {
+        &self.opener
     }
 }
 

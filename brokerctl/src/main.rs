@@ -22,15 +22,24 @@ use serde_json::json;
 struct Cli {
     /// Store URL: memory://, sled:///path (sled:// = platform data dir),
     /// postgres://…, mongodb://host/db, redis://…, redis-cluster://h1:p1,h2:p2
+    /// (`--help` never shows the variable's value: a URL may hold a password.)
     #[arg(
         long,
         env = "BROKER_STORE_URL",
+        hide_env_values = true,
         default_value = "sled://",
         global = true
     )]
     store: String,
-    /// Namespace (table / collection / key prefix, tree name).
-    #[arg(long, env = "BROKER_NAMESPACE", default_value = Namespace::DEFAULT, global = true)]
+    /// Namespace (table / collection / key prefix, tree name). Only `init`
+    /// creates one; every other command needs it to exist.
+    #[arg(
+        long,
+        env = "BROKER_NAMESPACE",
+        hide_env_values = true,
+        default_value = Namespace::DEFAULT,
+        global = true
+    )]
     namespace: String,
     /// Name of an environment variable holding the base64 32-byte key.
     #[arg(long, global = true)]
@@ -109,6 +118,9 @@ impl From<StoreError> for Fail {
                 (4, " — check --key-env / --passphrase-env")
             }
             StoreError::KeyInUse { .. } => (4, " — run `brokerctl rekey` first"),
+            StoreError::KeyRetired { .. } => {
+                (4, " — use the new key (--key-env / --passphrase-env)")
+            }
             StoreError::InvalidInput { .. } => (2, ""),
             _ => (1, ""),
         };
@@ -150,10 +162,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// The value of environment variable `var`: unset, empty or not UTF-8 is a
+/// configuration error (never an empty key or passphrase).
 fn env_secret(var: &str) -> Result<SecretString, Fail> {
-    std::env::var(var)
-        .map(SecretString::from)
-        .map_err(|_| fail(2, format!("environment variable {var} is not set")))
+    match std::env::var(var) {
+        Ok(value) if value.is_empty() => Err(fail(
+            2,
+            format!("environment variable {var} is set but empty"),
+        )),
+        Ok(value) => Ok(SecretString::from(value)),
+        Err(std::env::VarError::NotPresent) => {
+            Err(fail(2, format!("environment variable {var} is not set")))
+        }
+        Err(std::env::VarError::NotUnicode(_)) => Err(fail(
+            2,
+            format!("environment variable {var} is not valid UTF-8"),
+        )),
+    }
 }
 
 fn key_source(
@@ -174,10 +199,9 @@ impl Cli {
         Ok(Namespace::new(self.namespace.clone())?)
     }
 
-    async fn store(&self) -> Result<Arc<dyn BrokerStore>, Fail> {
-        let store = open_store(&self.store, self.namespace()?).await?;
-        store.setup().await?;
-        Ok(store)
+    /// The store on an existing namespace (nothing is created).
+    async fn store(&self, opener: &StoreOpener) -> Result<Arc<dyn BrokerStore>, Fail> {
+        Ok(opener.open_existing(self.namespace()?).await?)
     }
 
     fn keys(&self) -> Result<KeyConfig, Fail> {
@@ -200,10 +224,28 @@ impl Cli {
     }
 }
 
+/// Run the command, then shut down what it connected (a MongoDB client
+/// left alive at exit can make the driver panic).
 async fn run(cli: Cli) -> Result<(), Fail> {
+    let opener = match cli.command {
+        Command::Init | Command::Check | Command::Demo | Command::Bench(_) => {
+            StoreOpener::new(&cli.store)
+        }
+        _ => StoreOpener::existing(&cli.store),
+    };
+    let result = run_command(&cli, &opener).await;
+    opener.shutdown().await;
+    result
+}
+
+async fn run_command(cli: &Cli, opener: &StoreOpener) -> Result<(), Fail> {
     match &cli.command {
         Command::Init => {
-            let vault = TokenVault::open(cli.store().await?, cli.keys()?).await?;
+            // The one command that creates a namespace.
+            let keys = cli.keys()?;
+            let store = opener.open(cli.namespace()?).await?;
+            store.setup().await?;
+            let vault = TokenVault::open(store, keys).await?;
             let id = vault.keyring().primary_id();
             cli.print(
                 format!("store ready; primary key id {id}"),
@@ -211,7 +253,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             );
         }
         Command::Stats => {
-            let store = cli.store().await?;
+            let store = cli.store(opener).await?;
             let stats = store.stats().await?;
             let usage = key_usage(store.as_ref()).await?;
             let keys: Vec<String> = usage.iter().map(|(id, n)| format!("{id} ({n})")).collect();
@@ -236,12 +278,12 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             );
         }
         Command::Purge => {
-            let n = cli.store().await?.purge_expired().await?;
+            let n = cli.store(opener).await?.purge_expired().await?;
             cli.print(format!("purged {n} expired sessions"), json!({"purged": n}));
         }
         Command::Revoke { sub } => {
             let n = cli
-                .store()
+                .store(opener)
                 .await?
                 .revoke_subject(&broker_core::Revocation::now(sub.clone()))
                 .await?;
@@ -258,7 +300,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 max_sessions: *max_sessions,
                 route: String::new(),
             };
-            migrate(&cli, to, to_namespace.as_deref(), options).await?;
+            migrate(cli, opener, to, to_namespace.as_deref(), options).await?;
         }
         Command::Rekey {
             new_key_env,
@@ -271,33 +313,59 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                         "rekey needs --new-key-env VAR or --new-passphrase-env VAR",
                     )
                 })?;
-            let vault = TokenVault::open(cli.store().await?, cli.keys()?.rotate_to(new)).await?;
+            let store = cli.store(opener).await?;
+            let vault = TokenVault::open(store, cli.keys()?.rotate_to(new)).await?;
             let total = vault.store().stats().await?.live_sessions;
-            let bar = progress_bar(&cli, total, "checked");
-            let report = vault.rekey(|r| bar.set_position(r.sessions_seen)).await;
+            let bar = progress_bar(cli, total, "checked");
+            let report = vault
+                .rekey(|r| bar.set_position(r.sessions_seen.min(total)))
+                .await;
             bar.finish_and_clear();
             let report = report?;
+            let retired: Vec<String> = report.retired_keys.iter().map(|k| k.to_string()).collect();
+            let unreadable = report.sessions_unreadable + report.records_unreadable;
+            if unreadable > 0 && !cli.json {
+                eprintln!(
+                    "brokerctl: warning: {} sessions and {} records could not be opened (tampered, moved, or under a key no configuration holds); they were left as they are",
+                    report.sessions_unreadable, report.records_unreadable
+                );
+            }
             cli.print(
                 format!(
-                    "re-encrypted {} sessions and {} signing keys under key {}; {} changed meanwhile (run again)",
+                    "re-encrypted {} sessions and {} signing-key and peer records under key {} in {} passes; {}",
                     report.sessions_resealed,
                     report.records_resealed,
                     vault.keyring().primary_id(),
-                    report.sessions_changed
+                    report.passes,
+                    if retired.is_empty() {
+                        format!(
+                            "{} changed meanwhile: the old key is still in use (run again)",
+                            report.sessions_changed
+                        )
+                    } else {
+                        format!("retired key {} (it may now be dropped)", retired.join(", "))
+                    }
                 ),
                 json!({
                     "sessions_seen": report.sessions_seen,
                     "sessions_resealed": report.sessions_resealed,
                     "sessions_changed": report.sessions_changed,
+                    "sessions_unreadable": report.sessions_unreadable,
                     "records_resealed": report.records_resealed,
+                    "records_unreadable": report.records_unreadable,
+                    "passes": report.passes,
+                    "retired_keys": retired,
                     "primary_key_id": vault.keyring().primary_id().to_string(),
                 }),
             );
         }
-        Command::Check => check(&cli).await?,
-        Command::Demo => demo(&cli).await?,
+        Command::Check => check(cli).await?,
+        Command::Demo => demo(cli).await?,
         Command::Bench(args) => {
             let key = key_source(cli.key_env.as_deref(), cli.passphrase_env.as_deref())?;
+            if key.is_some() {
+                eprintln!("brokerctl: warning: {}", brokerctl::bench::BUDGET_WARNING);
+            }
             let report = brokerctl::bench::run(&cli.store, args, key, !cli.json).await?;
             cli.print(report.table(), report.json());
         }
@@ -307,17 +375,32 @@ async fn run(cli: Cli) -> Result<(), Fail> {
 
 async fn migrate(
     cli: &Cli,
+    opener: &StoreOpener,
+    to: &str,
+    to_namespace: Option<&str>,
+    options: MigrateOptions,
+) -> Result<(), Fail> {
+    let dest_opener = StoreOpener::existing(to);
+    let result = migrate_to(cli, opener, &dest_opener, to, to_namespace, options).await;
+    dest_opener.shutdown().await;
+    result
+}
+
+async fn migrate_to(
+    cli: &Cli,
+    opener: &StoreOpener,
+    dest_opener: &StoreOpener,
     to: &str,
     to_namespace: Option<&str>,
     mut options: MigrateOptions,
 ) -> Result<(), Fail> {
-    let source = TokenVault::open(cli.store().await?, cli.keys()?).await?;
+    let source = TokenVault::open(cli.store(opener).await?, cli.keys()?).await?;
     let dest_ns = match to_namespace {
         Some(ns) => Namespace::new(ns)?,
         None => cli.namespace()?,
     };
-    options.route = format!("{}\n{}\n{to}\n{dest_ns}", cli.store, cli.namespace);
-    let dest_store = StoreOpener::new(to).open(dest_ns).await?;
+    options.route = brokerctl::migrate::route(&cli.store, &cli.namespace()?, to, &dest_ns);
+    let dest_store = dest_opener.open_existing(dest_ns).await?;
     let dest = TokenVault::open(dest_store, cli.keys()?).await?;
     let total = source.store().stats().await?.live_sessions;
     let bar = progress_bar(cli, total, "copied");
@@ -325,6 +408,9 @@ async fn migrate(
         brokerctl::migrate::migrate(&source, &dest, &options, |n| bar.set_position(n)).await;
     bar.finish_and_clear();
     let report = report?;
+    if to != cli.store {
+        eprintln!("brokerctl: warning: {}", brokerctl::migrate::BUDGET_WARNING);
+    }
     let text = if report.complete {
         format!(
             "migrated {} sessions ({} in this run{}), {} revocations and {} peers in {:.1}s; destination holds {} live sessions",
@@ -373,12 +459,33 @@ fn progress_bar(cli: &Cli, len: u64, what: &str) -> ProgressBar {
 }
 
 async fn check(cli: &Cli) -> Result<(), Fail> {
-    // Fail fast with a clear message when the store cannot be opened.
-    cli.store().await?;
-    let results = conformance::run_all(Arc::new(UrlFactory::new(&cli.store))).await;
+    let factory = Arc::new(UrlFactory::new(&cli.store));
+    let results = check_with(&factory).await;
+    factory.opener().shutdown().await;
+    report_check(cli, &results?)
+}
+
+async fn check_with(
+    factory: &Arc<UrlFactory>,
+) -> Result<Vec<(&'static conformance::Case, conformance::CaseResult)>, Fail> {
+    // Fail fast with a clear message when the server cannot be reached (a
+    // throwaway namespace: nothing is set up in it).
+    factory
+        .opener()
+        .open(Namespace::random("cfprobe")?)
+        .await?
+        .health()
+        .await?;
+    Ok(conformance::run_all(Arc::clone(factory) as Arc<dyn conformance::StoreFactory>).await)
+}
+
+fn report_check(
+    cli: &Cli,
+    results: &[(&'static conformance::Case, conformance::CaseResult)],
+) -> Result<(), Fail> {
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     let mut rows = Vec::new();
-    for (case, result) in &results {
+    for (case, result) in results {
         let (status, detail) = match result {
             Ok(conformance::Outcome::Passed) => {
                 passed += 1;

@@ -6,6 +6,11 @@
 //! meanwhile is refused there too, and again at the end, so a subject
 //! revoked on the source during the copy is revoked on the destination.
 //!
+//! Sessions are sealed again at the destination, under the same key. Nonce
+//! budgets are counted per database ([`BUDGET_WARNING`]): on one database
+//! every namespace draws on one budget per key; a destination on another
+//! database has its own.
+//!
 //! The copy streams page by page (bounded memory), leaves the source
 //! untouched, and is safe to re-run (writes are upserts). With a resume file
 //! the cursor is saved after every page, so a run that was stopped — killed,
@@ -27,20 +32,29 @@
 //! # Ok::<(), broker_core::StoreError>(()) });
 //! ```
 
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use broker_core::vault::SIGNING_KEY_RECORD;
-use broker_core::{StoreError, TokenVault};
+use broker_core::{Namespace, StoreError, TokenVault};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+/// What `brokerctl migrate` prints when the destination is another
+/// database: nonce budgets are counted per database.
+pub const BUDGET_WARNING: &str = "the destination is another database, and a key's nonce budget \
+    is counted per database: the seals of this migration (one per session) and every later seal \
+    there are not counted against this database's budget for the same key, nor the other way \
+    round. If both databases keep sealing with this key, rotate one of them to a new key.";
+
 /// Sessions read per page.
 const PAGE: usize = 1000;
 
-/// How to run a migration.
-#[derive(Debug, Clone, Default)]
+/// How to run a migration. `Debug` does not show the route (it may name
+/// URLs).
+#[derive(Clone, Default)]
 pub struct MigrateOptions {
     /// Where to keep the cursor between runs. `None`: no resume, a re-run
     /// starts from the beginning (still correct, only slower).
@@ -48,10 +62,50 @@ pub struct MigrateOptions {
     /// Copy at most this many sessions in this run, then stop (resume later
     /// with the same resume file). `None`: copy everything.
     pub max_sessions: Option<u64>,
-    /// Identifies the source and destination in the resume file (e.g. both
-    /// URLs and namespaces); only a digest of it is written, never the text,
-    /// which may hold a password.
+    /// Identifies the source and destination in the resume file (build it
+    /// with [`route`]: both URLs without their passwords, and both
+    /// namespaces). Only a salted digest of it is written, never the text.
     pub route: String,
+}
+
+impl std::fmt::Debug for MigrateOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MigrateOptions")
+            .field("resume_file", &self.resume_file)
+            .field("max_sessions", &self.max_sessions)
+            .field("route", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// The route of a migration from `src_url`/`src_ns` to `dest_url`/`dest_ns`
+/// for [`MigrateOptions::route`]: the URLs with any password removed.
+pub fn route(src_url: &str, src_ns: &Namespace, dest_url: &str, dest_ns: &Namespace) -> String {
+    format!(
+        "{}\n{src_ns}\n{}\n{dest_ns}",
+        without_password(src_url),
+        without_password(dest_url)
+    )
+}
+
+/// `url` with the password of its user info removed (the whole user info
+/// if the URL does not parse).
+fn without_password(url: &str) -> String {
+    if let Ok(mut parsed) = url::Url::parse(url)
+        && parsed.set_password(None).is_ok()
+    {
+        return parsed.into();
+    }
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+                None => url.to_owned(),
+            }
+        }
+        None => url.rsplit('@').next().unwrap_or_default().to_owned(),
+    }
 }
 
 /// What a run did.
@@ -96,11 +150,12 @@ pub async fn migrate(
 ) -> Result<MigrateReport, StoreError> {
     let op = "migrate";
     let started = Instant::now();
-    let route = route_digest(&options.route);
     let state = match &options.resume_file {
-        Some(path) => ResumeState::load(path, &route)?,
+        Some(path) => ResumeState::load(path, &options.route)?,
         None => None,
     };
+    let salt = state.as_ref().map_or_else(new_salt, |s| s.salt.clone());
+    let route = route_digest(&salt, &options.route);
     let resumed = state.is_some();
     let (mut cursor, mut copied_total, mut complete) =
         state.map_or((None, 0, false), |s| (s.cursor, s.copied, s.scanned));
@@ -127,6 +182,7 @@ pub async fn migrate(
         cursor = page.next;
         if let Some(path) = &options.resume_file {
             ResumeState {
+                salt: salt.clone(),
                 route: route.clone(),
                 cursor: cursor.clone(),
                 copied: copied_total,
@@ -152,7 +208,10 @@ pub async fn migrate(
         report.signing_key = copy_signing_key(source, dest).await?;
         let peers = source.load_peer_jwks().await?;
         for p in &peers {
-            dest.store().save_peer(p).await?;
+            // Checked against the source's tags, tagged again for the
+            // destination's namespace.
+            dest.save_peer_jwks(&p.issuer, &p.jwks, p.fetched_at)
+                .await?;
         }
         report.peers = peers.len() as u64;
     }
@@ -220,16 +279,29 @@ async fn copy_signing_key(source: &TokenVault, dest: &TokenVault) -> Result<bool
     Ok(true)
 }
 
-fn route_digest(route: &str) -> String {
-    Sha256::digest(route.as_bytes())
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// A fresh random salt for the route digest, as hex.
+fn new_salt() -> String {
+    let salt: [u8; 16] = rand::random();
+    hex(&salt)
 }
 
-/// The resume file: which migration, where it stopped, how many it copied.
+/// SHA-256 of the salt and the route, as hex.
+fn route_digest(salt: &str, route: &str) -> String {
+    let mut digest = Sha256::new();
+    digest.update(salt.as_bytes());
+    digest.update([0]);
+    digest.update(route.as_bytes());
+    hex(&digest.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The resume file: which migration (a salted digest of the route), where
+/// it stopped, how many it copied.
 struct ResumeState {
+    salt: String,
     route: String,
     cursor: Option<String>,
     copied: u64,
@@ -237,31 +309,38 @@ struct ResumeState {
     scanned: bool,
 }
 
+fn resume_error(reason: impl Into<String>) -> StoreError {
+    StoreError::invalid("migrate", reason)
+}
+
 impl ResumeState {
-    /// The saved state for `route`, `None` if there is no file.
-    fn load(path: &std::path::Path, route: &str) -> Result<Option<Self>, StoreError> {
-        let op = "migrate";
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
+    /// The saved state for `route`, `None` if there is no file. A symbolic
+    /// link at `path` is refused.
+    fn load(path: &Path, route: &str) -> Result<Option<Self>, StoreError> {
+        match std::fs::symlink_metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(StoreError::invalid(
-                    op,
-                    format!("cannot read the resume file: {e}"),
+            Err(e) => return Err(resume_error(format!("cannot read the resume file: {e}"))),
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(resume_error(
+                    "the resume file is a symbolic link; pass the path of a regular file",
                 ));
             }
-        };
-        let bad = || StoreError::invalid(op, "the resume file is not one brokerctl wrote");
+            Ok(_) => {}
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| resume_error(format!("cannot read the resume file: {e}")))?;
+        let bad = || resume_error("the resume file is not one brokerctl wrote");
         let value: serde_json::Value = serde_json::from_str(&text).map_err(|_| bad())?;
+        let salt = value["salt"].as_str().ok_or_else(bad)?;
         let saved_route = value["route"].as_str().ok_or_else(bad)?;
-        if saved_route != route {
-            return Err(StoreError::invalid(
-                op,
+        if saved_route != route_digest(salt, route) {
+            return Err(resume_error(
                 "the resume file belongs to a migration between other stores or namespaces; \
                  remove it or pass another --resume-file",
             ));
         }
         Ok(Some(Self {
+            salt: salt.to_owned(),
             route: saved_route.to_owned(),
             cursor: value["cursor"].as_str().map(str::to_owned),
             copied: value["copied"].as_u64().ok_or_else(bad)?,
@@ -269,20 +348,74 @@ impl ResumeState {
         }))
     }
 
-    /// Write atomically (temporary file, then rename).
-    fn save(&self, path: &std::path::Path) -> Result<(), StoreError> {
+    /// Write atomically: a new file created readable by its owner only
+    /// (mode 0600, `O_EXCL`, so no link is followed) in the same directory,
+    /// then renamed over `path` (a rename replaces a link, never writes
+    /// through it).
+    fn save(&self, path: &Path) -> Result<(), StoreError> {
         let text = json!({
+            "salt": self.salt,
             "route": self.route,
             "cursor": self.cursor,
             "copied": self.copied,
             "scanned": self.scanned,
         });
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, text.to_string())
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|e| {
-                StoreError::invalid("migrate", format!("cannot write the resume file: {e}"))
-            })
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let cannot = |e: std::io::Error| resume_error(format!("cannot write the resume file: {e}"));
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".brokerctl-resume");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            builder.permissions(std::fs::Permissions::from_mode(0o600));
+        }
+        let mut file = builder.tempfile_in(dir).map_err(cannot)?;
+        file.write_all(text.to_string().as_bytes())
+            .and_then(|()| file.as_file().sync_all())
+            .map_err(cannot)?;
+        file.persist(path).map_err(|e| cannot(e.error))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod privacy_tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_options_shows_no_url() {
+        let options = MigrateOptions {
+            resume_file: None,
+            max_sessions: Some(5),
+            route: "postgres://app:canary-pw@db.example/app\nbroker".into(),
+        };
+        let text = format!("{options:?}");
+        assert!(!text.contains("canary"), "{text}");
+        assert!(text.contains("max_sessions"), "{text}");
+    }
+
+    #[test]
+    fn routes_hold_no_password() {
+        let ns = Namespace::default();
+        for url in [
+            "postgres://app:canary-pw@db.example:5432/app?sslmode=require",
+            "mongodb://app:canary-pw@m1.example,m2.example/app",
+            "redis://:canary-pw@cache.example/0",
+            "rediss://user:canary-pw@cache.example",
+            "redis-cluster://user:canary-pw@h1:7000,h2:7001",
+            "not a url but :canary-pw@",
+        ] {
+            let route = route(url, &ns, url, &ns);
+            assert!(!route.contains("canary"), "{url}: {route}");
+        }
+        assert_eq!(
+            without_password("postgres://app:pw@db.example/app"),
+            "postgres://app@db.example/app"
+        );
+        assert_eq!(without_password("sled:///var/lib/x"), "sled:///var/lib/x");
     }
 }
 

@@ -226,13 +226,13 @@ async fn wrong_passphrase_is_one_line_and_exit_4() {
     let url = format!("sled://{}", dir.path().join("db").display());
     brokerctl()
         .args(["--store", &url, "--passphrase-env", "P", "init"])
-        .env("P", "right one")
+        .env("P", "the right passphrase")
         .assert()
         .success();
     one_line_error(
         brokerctl()
             .args(["--store", &url, "--passphrase-env", "P", "init"])
-            .env("P", "wrong one"),
+            .env("P", "the wrong passphrase"),
         4,
         "wrong key",
     );
@@ -320,6 +320,12 @@ async fn migrate_resumes_from_its_resume_file() {
     let dest_url = format!("sled://{}", dir.path().join("dest").display());
     let resume = dir.path().join("migrate.resume");
     let resume_arg = resume.to_str().unwrap();
+    // Only `init` creates the destination namespace.
+    brokerctl()
+        .args(["--store", &dest_url, "--key-env", "K", "init"])
+        .env("K", b64(&KEY))
+        .assert()
+        .success();
     let migrate = |extra: &[&str]| {
         let mut args = vec![
             "--store",
@@ -386,10 +392,11 @@ async fn migrate_refuses_a_resume_file_of_another_migration() {
     const KEY: [u8; 32] = [9; 32];
     let dir = tempfile::tempdir().unwrap();
     seed(&dir.path().join("a"), KEY, 3).await;
+    seed(&dir.path().join("b"), KEY, 0).await;
     let resume = dir.path().join("r.json");
     std::fs::write(
         &resume,
-        r#"{"route":"0000","cursor":null,"copied":1,"scanned":false}"#,
+        r#"{"salt":"00","route":"0000","cursor":null,"copied":1,"scanned":false}"#,
     )
     .unwrap();
     one_line_error(
@@ -401,7 +408,7 @@ async fn migrate_refuses_a_resume_file_of_another_migration() {
                 "K",
                 "migrate",
                 "--to",
-                "memory://",
+                &format!("sled://{}", dir.path().join("b").display()),
                 "--resume-file",
                 resume.to_str().unwrap(),
             ])
@@ -409,4 +416,275 @@ async fn migrate_refuses_a_resume_file_of_another_migration() {
         2,
         "resume file belongs to a migration between other stores",
     );
+}
+
+/// `--help` never prints an environment variable's value (a store URL may
+/// hold a password), at the top level or for any subcommand.
+#[test]
+fn help_never_prints_environment_values() {
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["stats", "--help"],
+        &["migrate", "--help"],
+        &["rekey", "--help"],
+        &["bench", "--help"],
+    ] {
+        let out = brokerctl()
+            .args(args)
+            .env(
+                "BROKER_STORE_URL",
+                "postgres://u:canary-pw-71@db.example/app",
+            )
+            .env("BROKER_NAMESPACE", "canaryns")
+            .assert()
+            .success()
+            .get_output()
+            .clone();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(!text.contains("canary"), "{args:?} printed a value: {text}");
+        assert!(
+            text.contains("BROKER_STORE_URL") || args[0] != "--help",
+            "{text}"
+        );
+    }
+}
+
+/// No command but `init` creates a namespace (or a sled database): a
+/// mistyped namespace is an error naming the namespaces that exist.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_init_creates_a_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    seed(&path, [7; 32], 3).await;
+    let url = format!("sled://{}", path.display());
+    let other = dir.path().join("other");
+    seed(&other, [7; 32], 1).await;
+    let other_url = format!("sled://{}", other.display());
+    let key = b64(&[7; 32]);
+    let commands: [&[&str]; 6] = [
+        &["revoke", "--sub", "user1"],
+        &["stats"],
+        &["purge"],
+        &["--key-env", "K", "rekey", "--new-key-env", "K2"],
+        &["--key-env", "K", "migrate", "--to", "memory://"],
+        &[
+            "--key-env",
+            "K",
+            "migrate",
+            "--to",
+            &other_url,
+            "--to-namespace",
+            "typo",
+        ],
+    ];
+    for command in commands {
+        let mut args = vec!["--store", url.as_str(), "--namespace", "typo"];
+        if command.contains(&"--to-namespace") {
+            args[3] = "broker";
+        }
+        args.extend_from_slice(command);
+        let out = brokerctl()
+            .args(&args)
+            .env("K", &key)
+            .env("K2", b64(&[8; 32]))
+            .assert()
+            .code(2)
+            .get_output()
+            .clone();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains("namespace typo does not exist"),
+            "{command:?}: {err}"
+        );
+        assert!(
+            err.contains("existing namespaces: broker"),
+            "{command:?}: {err}"
+        );
+        assert!(err.contains("brokerctl init"), "{command:?}: {err}");
+    }
+    let db = store_sled::sled::open(&path).unwrap();
+    let names: Vec<String> = db
+        .tree_names()
+        .iter()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with("typo")), "{names:?}");
+    drop(db);
+
+    // A sled path that holds no database is not created either.
+    let missing = dir.path().join("never-made");
+    let out = brokerctl()
+        .args(["--store", &format!("sled://{}", missing.display()), "stats"])
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    assert!(!missing.exists(), "stats created a sled database");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("brokerctl init"), "{err}");
+
+    // `init` does create it.
+    brokerctl()
+        .args([
+            "--store",
+            &url,
+            "--namespace",
+            "fresh",
+            "--key-env",
+            "K",
+            "init",
+        ])
+        .env("K", &key)
+        .assert()
+        .success();
+    run_json(&["--store", &url, "--namespace", "fresh", "--json", "stats"]);
+}
+
+/// The migrate resume file is created 0600, not through a symbolic link, and
+/// holds no unsalted digest of the URLs (a password in a URL could be
+/// guessed back from one).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_resume_file_is_private_and_salted() {
+    use sha2::Digest as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    const KEY: [u8; 32] = [5; 32];
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    seed(&src, KEY, 30).await;
+    let src_url = format!("sled://{}", src.display());
+    let dest_url = format!("sled://{}", dir.path().join("dest").display());
+    brokerctl()
+        .args(["--store", &dest_url, "--key-env", "K", "init"])
+        .env("K", b64(&KEY))
+        .assert()
+        .success();
+    let resume = dir.path().join("resume.json");
+    let migrate = |resume: &Path| {
+        brokerctl()
+            .args([
+                "--store",
+                &src_url,
+                "--key-env",
+                "K",
+                "migrate",
+                "--to",
+                &dest_url,
+                "--resume-file",
+                resume.to_str().unwrap(),
+                "--max-sessions",
+                "10",
+            ])
+            .env("K", b64(&KEY))
+            .assert()
+    };
+    migrate(&resume).success();
+    let mode = std::fs::metadata(&resume).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "resume file mode {mode:o}");
+    let text = std::fs::read_to_string(&resume).unwrap();
+    let route = format!("{src_url}\nbroker\n{dest_url}\nbroker");
+    let unsalted: String = sha2::Sha256::digest(route.as_bytes())
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(!text.contains(&unsalted), "unsalted URL digest in {text}");
+    assert!(
+        !text.contains(&src_url) && !text.contains(&dest_url),
+        "{text}"
+    );
+
+    // A symbolic link at the resume path is refused, its target untouched.
+    let target = dir.path().join("precious");
+    std::fs::write(&target, "keep me").unwrap();
+    let link = dir.path().join("link.json");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let out = migrate(&link).code(2).get_output().clone();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+}
+
+/// A key or passphrase variable that is set but empty is a configuration
+/// error (exit 2), never an empty passphrase; a short passphrase is refused.
+#[test]
+fn empty_or_short_key_variables_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sled://{}", dir.path().join("db").display());
+    for flag in ["--passphrase-env", "--key-env"] {
+        one_line_error(
+            brokerctl()
+                .args(["--store", &url, flag, "SECRET", "init"])
+                .env("SECRET", ""),
+            2,
+            "environment variable SECRET is set but empty",
+        );
+    }
+    one_line_error(
+        brokerctl()
+            .args(["--store", &url, "--passphrase-env", "SECRET", "init"])
+            .env("SECRET", "eleven char"),
+        4,
+        "at least 12 characters",
+    );
+}
+
+/// A key's nonce budget is counted per database: `migrate` to another
+/// database and `bench` with a given key say that their seals cannot be
+/// counted against the key's budget elsewhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_and_bench_warn_that_budgets_are_per_database() {
+    const KEY: [u8; 32] = [6; 32];
+    let dir = tempfile::tempdir().unwrap();
+    seed(&dir.path().join("a"), KEY, 2).await;
+    seed(&dir.path().join("b"), KEY, 0).await;
+    let out = brokerctl()
+        .args([
+            "--store",
+            &format!("sled://{}", dir.path().join("a").display()),
+            "--key-env",
+            "K",
+            "migrate",
+            "--to",
+            &format!("sled://{}", dir.path().join("b").display()),
+        ])
+        .env("K", b64(&KEY))
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("nonce budget is counted per database"),
+        "{err}"
+    );
+
+    let out = brokerctl()
+        .args([
+            "--store",
+            "memory://",
+            "--json",
+            "--key-env",
+            "K",
+            "bench",
+            "--ops",
+            "20",
+            "--sessions",
+            "20",
+            "--concurrency",
+            "1",
+            "--purge",
+            "0",
+            "--page",
+            "0",
+        ])
+        .env("K", b64(&KEY))
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("nonce budget on this database"), "{err}");
 }

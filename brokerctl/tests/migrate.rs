@@ -57,6 +57,21 @@ async fn migrate_to(dest_url: &str) {
         sled.flush().await.unwrap();
     }
     let ns = Namespace::random("mig").unwrap();
+    // Only `init` creates the destination namespace.
+    Command::cargo_bin("brokerctl")
+        .unwrap()
+        .args([
+            "--store",
+            dest_url,
+            "--namespace",
+            ns.as_str(),
+            "--key-env",
+            "K",
+            "init",
+        ])
+        .env("K", base64::engine::general_purpose::STANDARD.encode(KEY))
+        .assert()
+        .success();
     let out = Command::cargo_bin("brokerctl")
         .unwrap()
         .args([

@@ -36,8 +36,30 @@ pub const KEY_ENV: &str = "BROKER_SOAK_KEY";
 /// key `key_b64`, retrying "unavailable" errors (a sled database held by
 /// another process, a server still starting) until `patience` runs out.
 /// Returns the vault and how many attempts were refused first.
+///
+/// A process that exits afterwards should use [`open_vault_on`] and shut its
+/// opener down first (a MongoDB client alive at exit can make the driver
+/// panic).
 pub async fn open_vault(
     url: &str,
+    namespace: &Namespace,
+    key_b64: &str,
+    patience: Duration,
+) -> Result<(TokenVault, u32), StoreError> {
+    open_vault_on(
+        &brokerctl::StoreOpener::new(url),
+        namespace,
+        key_b64,
+        patience,
+    )
+    .await
+}
+
+/// [`open_vault`] on a store from `opener`; call
+/// [`StoreOpener::shutdown`](brokerctl::StoreOpener::shutdown) before the
+/// process exits.
+pub async fn open_vault_on(
+    opener: &brokerctl::StoreOpener,
     namespace: &Namespace,
     key_b64: &str,
     patience: Duration,
@@ -47,7 +69,7 @@ pub async fn open_vault(
     loop {
         let attempt = async {
             let key = EncryptionKey::from_base64(key_b64)?;
-            let store = brokerctl::open_store(url, namespace.clone()).await?;
+            let store = opener.open(namespace.clone()).await?;
             TokenVault::open(store, KeyConfig::new(key)).await
         };
         match attempt.await {

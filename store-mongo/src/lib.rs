@@ -24,6 +24,10 @@
 //! from the primary with read concern `majority` and writes with write
 //! concern `majority` + journal, whatever the handed-in database says
 //! ([`MongoStore::new`]).
+//!
+//! Before the process exits, call [`MongoStore::shutdown`] (or shut your own
+//! client down): the driver's background tasks otherwise meet a runtime
+//! that is going away, and it can panic on stderr.
 
 #![warn(missing_docs)]
 
@@ -71,6 +75,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// unavailable, whatever the client's own settings (see
 /// [`MongoStore::with_operation_timeout`]).
 pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long [`MongoStore::shutdown`] waits for the driver's work in flight
+/// before it closes the client at once.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The longest a read that checks sessions against their revocation
 /// markers (get, take, scan: the session and its marker are read at
@@ -242,6 +250,37 @@ impl MongoStore {
     /// on, with the store's read preference (primary) and concerns.
     pub fn database(&self) -> &Database {
         &self.db
+    }
+
+    /// Shut down the driver's [`Client`] behind this store (and every store
+    /// sharing it), waiting up to [`SHUTDOWN_GRACE`] for work in flight,
+    /// then closing at once. Call it once, after the last operation, before
+    /// the process exits.
+    ///
+    /// Why: the driver returns connections and ends server-side cursors and
+    /// sessions from background tasks on the async runtime. A process that
+    /// exits with a client still alive tears the runtime down under those
+    /// tasks, and the driver then panics ("SendError" in its connection
+    /// requester) on stderr. A store built with [`MongoStore::new`] shares
+    /// your client: this shuts that client down too, so call it only when
+    /// the application is done with it (or shut your client down yourself).
+    ///
+    /// ```no_run
+    /// # async fn run() -> broker_core::Result<()> {
+    /// let store = store_mongo::MongoStore::connect("mongodb://127.0.0.1:27017/my-app").await?;
+    /// // ... serve requests ...
+    /// store.shutdown().await; // last thing before returning from main
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn shutdown(&self) {
+        let client = self.db.client().clone();
+        if tokio::time::timeout(SHUTDOWN_GRACE, client.clone().shutdown())
+            .await
+            .is_err()
+        {
+            client.shutdown().immediate(true).await;
+        }
     }
 
     /// The names of the collections this store's namespace uses: sessions,

@@ -172,6 +172,52 @@ impl fmt::Debug for SledStore {
     }
 }
 
+/// Owner-only permissions for the database directory and its files.
+#[cfg(unix)]
+mod private {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    use std::path::Path;
+
+    /// Create the database directory with mode 0700 if it does not exist
+    /// (its parents with the default mode).
+    pub(super) fn create_dir(path: &Path) -> std::io::Result<()> {
+        if path.exists() {
+            return Ok(());
+        }
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent)?;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Take group and other permissions off `path` and everything under
+    /// it; symbolic links are neither followed nor changed.
+    pub(super) fn restrict(path: &Path) -> std::io::Result<()> {
+        let meta = match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            other => other?,
+        };
+        if meta.file_type().is_symlink() {
+            return Ok(());
+        }
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))?;
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path)? {
+                restrict(&entry?.path())?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl SledStore {
     /// A store on a database the application already has open, in the
     /// default namespace, with [`Durability::Flush`]. The store never closes
@@ -219,10 +265,24 @@ impl SledStore {
 
     /// Open the database with a sled configuration of your own (cache size,
     /// `flush_every_ms`, ...).
+    ///
+    /// On Unix the database directory is created readable by its owner
+    /// only (0700), and after opening, group and other permissions are
+    /// taken off the directory and everything in it (files 0600,
+    /// directories 0700): sled's files hold sealed data, but also who has
+    /// sessions. Files sled writes later land inside the private
+    /// directory. A database opened by the application itself and handed
+    /// to [`SledStore::from_db`] is left as it is.
     pub fn from_config(config: sled::Config) -> Result<Self> {
         const OP: &str = "open";
+        #[cfg(unix)]
+        private::create_dir(&config.path).map_err(|e| StoreError::backend(OP, e))?;
         match config.open() {
-            Ok(db) => Ok(Self::from_db(db)),
+            Ok(db) => {
+                #[cfg(unix)]
+                private::restrict(&config.path).map_err(|e| StoreError::backend(OP, e))?;
+                Ok(Self::from_db(db))
+            }
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                 Err(StoreError::unavailable(
                     OP,

@@ -23,8 +23,9 @@ use broker_core::crypto::EncryptionKey;
 use broker_core::{KeyConfig, Namespace, StoreError, TokenVault};
 use broker_soak::log::error_kind;
 use broker_soak::workload::{
-    KEY_ENV, Plan, URL_ENV, candidate_pem, fingerprint, open_vault, run_work,
+    KEY_ENV, Plan, URL_ENV, candidate_pem, fingerprint, open_vault_on, run_work,
 };
+use brokerctl::StoreOpener;
 use clap::{Args, Parser, Subcommand};
 use secrecy::ExposeSecret as _;
 
@@ -133,7 +134,7 @@ fn namespace(name: &str) -> Result<Namespace, ExitCode> {
     })
 }
 
-async fn race(store: Store) -> Result<(), ExitCode> {
+async fn race(store: Store, opener: &StoreOpener) -> Result<(), ExitCode> {
     let key = key_from_env()?;
     let ns = namespace(&store.namespace)?;
     // Server stores connect before the barrier, so the race is on setup and
@@ -144,7 +145,8 @@ async fn race(store: Store) -> Result<(), ExitCode> {
         None
     } else {
         Some(
-            brokerctl::open_store(&store.url, ns.clone())
+            opener
+                .open(ns.clone())
                 .await
                 .map_err(|e| fail("open", &e))?,
         )
@@ -161,7 +163,7 @@ async fn race(store: Store) -> Result<(), ExitCode> {
                 .map_err(|e| fail("open", &e))?;
             (vault, 0)
         }
-        None => open_vault(&store.url, &ns, &key, OPEN_PATIENCE)
+        None => open_vault_on(opener, &ns, &key, OPEN_PATIENCE)
             .await
             .map_err(|e| fail("open", &e))?,
     };
@@ -185,14 +187,19 @@ async fn race(store: Store) -> Result<(), ExitCode> {
     Ok(())
 }
 
-async fn work(store: Store, plan: Plan, start_at_ms: Option<i64>) -> Result<(), ExitCode> {
+async fn work(
+    store: Store,
+    plan: Plan,
+    start_at_ms: Option<i64>,
+    opener: &StoreOpener,
+) -> Result<(), ExitCode> {
     let key = key_from_env()?;
     let ns = namespace(&store.namespace)?;
     std::fs::create_dir_all(&plan.log_dir).map_err(|e| {
         eprintln!("broker-soak: creating the log dir: {e}");
         ExitCode::FAILURE
     })?;
-    let (vault, refused) = open_vault(&store.url, &ns, &key, OPEN_PATIENCE)
+    let (vault, refused) = open_vault_on(opener, &ns, &key, OPEN_PATIENCE)
         .await
         .map_err(|e| fail("open", &e))?;
     if let Some(at) = start_at_ms {
@@ -217,8 +224,14 @@ async fn work(store: Store, plan: Plan, start_at_ms: Option<i64>) -> Result<(), 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let url = match &cli.command {
+        Command::Race { store } | Command::Work { store, .. } => store.url.clone(),
+    };
+    // Shut the store's client down before exiting, whatever happened: a
+    // MongoDB client alive at exit can make the driver panic on stderr.
+    let opener = StoreOpener::new(&url);
     let result = match cli.command {
-        Command::Race { store } => race(store).await,
+        Command::Race { store } => race(store, &opener).await,
         Command::Work {
             store,
             worker_index,
@@ -251,9 +264,10 @@ async fn main() -> ExitCode {
                 slot_ms,
                 pace_ms,
             };
-            work(store, plan, start_at_ms).await
+            work(store, plan, start_at_ms, &opener).await
         }
     };
+    opener.shutdown().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(code) => code,

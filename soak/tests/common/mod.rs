@@ -19,8 +19,9 @@ use broker_soak::workload::{KEY_ENV, URL_ENV};
 
 /// A backend the cross-process tests run against. `memory://` is not one:
 /// each process would get its own empty in-memory store, so nothing would
-/// be shared (the in-process tests cover it).
-#[derive(Debug, Clone)]
+/// be shared (the in-process tests cover it). `Debug` shows no URL (a test
+/// server's URL may hold a password).
+#[derive(Clone)]
 pub struct Backend {
     /// Short name for the figures.
     pub name: &'static str,
@@ -28,6 +29,16 @@ pub struct Backend {
     pub url: String,
     /// The variable holding the command that restarts the server.
     pub restart_env: Option<&'static str>,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("name", &self.name)
+            .field("url", &"[REDACTED]")
+            .field("restart_env", &self.restart_env)
+            .finish()
+    }
 }
 
 /// `redis://h1:p1,redis://h2:p2` (the test variable) as
