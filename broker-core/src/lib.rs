@@ -23,10 +23,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod clock;
 pub mod codec;
 pub mod crypto;
 pub mod error;
+pub mod ext;
 pub mod keys;
 pub mod memory;
 pub mod purge;
@@ -44,6 +46,8 @@ pub use record::{
     Namespace, PeerJwks, Revocation, RevocationPage, SessionPage, SessionRecord, StoreStats,
     UnixTime, unix_now,
 };
+pub use backend::StoreBackend;
+pub use ext::BrokerStoreExt;
 pub use store::BrokerStore;
 pub use vault::{RekeyReport, Session, TokenVault, UserInfo};
 

@@ -43,10 +43,9 @@ use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use broker_core::clock::{Clock, system_clock};
 use broker_core::{
-    BrokerStore, Namespace, PeerJwks, Result, Revocation, RevocationPage, SessionPage,
+    BrokerStore, StoreBackend, Namespace, PeerJwks, Result, Revocation, RevocationPage, SessionPage,
     SessionRecord, StoreError, StoreStats,
 };
 use mongodb::bson::doc;
@@ -389,8 +388,7 @@ fn collection_names(namespace: &Namespace) -> [String; 4] {
     ]
 }
 
-#[async_trait]
-impl BrokerStore for MongoStore {
+impl StoreBackend for MongoStore {
     fn namespace(&self) -> &Namespace {
         &self.namespace
     }

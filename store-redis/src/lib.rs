@@ -18,10 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use broker_core::clock::{Clock, system_clock};
 use broker_core::{
-    BrokerStore, Namespace, PeerJwks, Result, Revocation, RevocationPage, SessionPage,
+    BrokerStore, StoreBackend, Namespace, PeerJwks, Result, Revocation, RevocationPage, SessionPage,
     SessionRecord, StoreStats,
 };
 use redis::FromRedisValue;
@@ -251,8 +250,7 @@ pub(crate) fn receipt_ms() -> u64 {
     RECEIPT_TTL.as_millis() as u64
 }
 
-#[async_trait]
-impl<C> BrokerStore for RedisStore<C>
+impl<C> StoreBackend for RedisStore<C>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
