@@ -6,16 +6,21 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::clock::{Clock, system_clock};
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::record::{
     Namespace, PeerJwks, Revocation, RevocationPage, SessionPage, SessionRecord, StoreStats,
 };
 use crate::store::BrokerStore;
 use crate::validate;
+
+/// The operation timeout server stores use unless told otherwise:
+/// [`StoreBackend::operation_timeout`].
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The record name [`StoreBackend::health`] reads by default.
 const HEALTH_PROBE: &str = "health";
@@ -94,6 +99,17 @@ pub trait StoreBackend: fmt::Debug + Send + Sync + 'static {
         system_clock()
     }
 
+    /// How long one operation may take, from the call to its answer, before
+    /// it fails with [`StoreError::Unavailable`] (source
+    /// [`OperationTimedOut`](crate::error::OperationTimedOut)); the blanket
+    /// [`BrokerStore`] impl enforces it. A write that timed out may or may
+    /// not have been applied. Server stores return their
+    /// `with_operation_timeout` setting ([`DEFAULT_OPERATION_TIMEOUT`] unless
+    /// set); the default `None` (no limit) suits in-process stores.
+    fn operation_timeout(&self) -> Option<Duration> {
+        None
+    }
+
     /// See [`BrokerStore::setup`]. Default: nothing to set up.
     fn setup(&self) -> impl Future<Output = Result<()>> + Send {
         async { Ok(()) }
@@ -102,7 +118,11 @@ pub trait StoreBackend: fmt::Debug + Send + Sync + 'static {
     /// See [`BrokerStore::health`]. Default: one [`StoreBackend::get_record`]
     /// round trip.
     fn health(&self) -> impl Future<Output = Result<()>> + Send {
-        async { StoreBackend::get_record(self, HEALTH_PROBE).await.map(|_| ()) }
+        async {
+            StoreBackend::get_record(self, HEALTH_PROBE)
+                .await
+                .map(|_| ())
+        }
     }
 
     /// See [`BrokerStore::create_session`].
@@ -112,16 +132,11 @@ pub trait StoreBackend: fmt::Debug + Send + Sync + 'static {
     fn save_session(&self, session: &SessionRecord) -> impl Future<Output = Result<()>> + Send;
 
     /// See [`BrokerStore::get_session`].
-    fn get_session(
-        &self,
-        jti: &str,
-    ) -> impl Future<Output = Result<Option<SessionRecord>>> + Send;
+    fn get_session(&self, jti: &str) -> impl Future<Output = Result<Option<SessionRecord>>> + Send;
 
     /// See [`BrokerStore::take_session`].
-    fn take_session(
-        &self,
-        jti: &str,
-    ) -> impl Future<Output = Result<Option<SessionRecord>>> + Send;
+    fn take_session(&self, jti: &str)
+    -> impl Future<Output = Result<Option<SessionRecord>>> + Send;
 
     /// See [`BrokerStore::delete_session`].
     fn delete_session(&self, jti: &str) -> impl Future<Output = Result<bool>> + Send;
@@ -156,8 +171,11 @@ pub trait StoreBackend: fmt::Debug + Send + Sync + 'static {
     ) -> impl Future<Output = Result<RevocationPage>> + Send;
 
     /// See [`BrokerStore::create_record`].
-    fn create_record(&self, name: &str, value: &[u8])
-    -> impl Future<Output = Result<Vec<u8>>> + Send;
+    fn create_record(
+        &self,
+        name: &str,
+        value: &[u8],
+    ) -> impl Future<Output = Result<Vec<u8>>> + Send;
 
     /// See [`BrokerStore::get_record`].
     fn get_record(&self, name: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
@@ -189,8 +207,23 @@ pub trait StoreBackend: fmt::Debug + Send + Sync + 'static {
     fn drop_namespace(&self) -> impl Future<Output = Result<()>> + Send;
 }
 
+/// Run `fut`, an operation `op` of `store`, within the store's operation
+/// timeout, if it has one.
+async fn timed<S: StoreBackend, T>(
+    store: &S,
+    op: &'static str,
+    fut: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    match store.operation_timeout() {
+        Some(after) => tokio::time::timeout(after, fut)
+            .await
+            .map_err(|_| StoreError::timed_out(op, after))?,
+        None => fut.await,
+    }
+}
+
 /// Every [`StoreBackend`] is a [`BrokerStore`]: the input is validated,
-/// then the backend runs.
+/// then the backend runs, within its operation timeout.
 #[async_trait]
 impl<T: StoreBackend> BrokerStore for T {
     fn namespace(&self) -> &Namespace {
@@ -203,30 +236,45 @@ impl<T: StoreBackend> BrokerStore for T {
         StoreBackend::clock(self)
     }
     async fn setup(&self) -> Result<()> {
-        StoreBackend::setup(self).await
+        timed(self, "setup", StoreBackend::setup(self)).await
     }
     async fn health(&self) -> Result<()> {
-        StoreBackend::health(self).await
+        timed(self, "health", StoreBackend::health(self)).await
     }
     async fn create_session(&self, session: &SessionRecord) -> Result<()> {
         validate::session("create_session", session)?;
-        StoreBackend::create_session(self, session).await
+        timed(
+            self,
+            "create_session",
+            StoreBackend::create_session(self, session),
+        )
+        .await
     }
     async fn save_session(&self, session: &SessionRecord) -> Result<()> {
         validate::session("save_session", session)?;
-        StoreBackend::save_session(self, session).await
+        timed(
+            self,
+            "save_session",
+            StoreBackend::save_session(self, session),
+        )
+        .await
     }
     async fn get_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
         validate::jti("get_session", jti)?;
-        StoreBackend::get_session(self, jti).await
+        timed(self, "get_session", StoreBackend::get_session(self, jti)).await
     }
     async fn take_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
         validate::jti("take_session", jti)?;
-        StoreBackend::take_session(self, jti).await
+        timed(self, "take_session", StoreBackend::take_session(self, jti)).await
     }
     async fn delete_session(&self, jti: &str) -> Result<bool> {
         validate::jti("delete_session", jti)?;
-        StoreBackend::delete_session(self, jti).await
+        timed(
+            self,
+            "delete_session",
+            StoreBackend::delete_session(self, jti),
+        )
+        .await
     }
     async fn replace_session_blob(
         &self,
@@ -237,59 +285,196 @@ impl<T: StoreBackend> BrokerStore for T {
         const OP: &str = "replace_session_blob";
         validate::jti(OP, jti)?;
         validate::sealed(OP, sealed)?;
-        StoreBackend::replace_session_blob(self, jti, expected, sealed).await
+        timed(
+            self,
+            "replace_session_blob",
+            StoreBackend::replace_session_blob(self, jti, expected, sealed),
+        )
+        .await
     }
     async fn revoke_subject(&self, revocation: &Revocation) -> Result<u64> {
         validate::revocation("revoke_subject", revocation)?;
-        StoreBackend::revoke_subject(self, revocation).await
+        timed(
+            self,
+            "revoke_subject",
+            StoreBackend::revoke_subject(self, revocation),
+        )
+        .await
     }
     async fn purge_expired(&self) -> Result<u64> {
-        StoreBackend::purge_expired(self).await
+        timed(self, "purge_expired", StoreBackend::purge_expired(self)).await
     }
     async fn scan_sessions(&self, cursor: Option<&str>, limit: usize) -> Result<SessionPage> {
         validate::page_limit("scan_sessions", limit)?;
-        StoreBackend::scan_sessions(self, cursor, limit).await
+        timed(
+            self,
+            "scan_sessions",
+            StoreBackend::scan_sessions(self, cursor, limit),
+        )
+        .await
     }
-    async fn scan_revocations(
-        &self,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> Result<RevocationPage> {
+    async fn scan_revocations(&self, cursor: Option<&str>, limit: usize) -> Result<RevocationPage> {
         validate::page_limit("scan_revocations", limit)?;
-        StoreBackend::scan_revocations(self, cursor, limit).await
+        timed(
+            self,
+            "scan_revocations",
+            StoreBackend::scan_revocations(self, cursor, limit),
+        )
+        .await
     }
     async fn create_record(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
         validate::record_name("create_record", name)?;
         validate::sealed("create_record", value)?;
-        StoreBackend::create_record(self, name, value).await
+        timed(
+            self,
+            "create_record",
+            StoreBackend::create_record(self, name, value),
+        )
+        .await
     }
     async fn get_record(&self, name: &str) -> Result<Option<Vec<u8>>> {
         validate::record_name("get_record", name)?;
-        StoreBackend::get_record(self, name).await
+        timed(self, "get_record", StoreBackend::get_record(self, name)).await
     }
     async fn replace_record(&self, name: &str, expected: &[u8], value: &[u8]) -> Result<bool> {
         validate::record_name("replace_record", name)?;
         validate::sealed("replace_record", value)?;
-        StoreBackend::replace_record(self, name, expected, value).await
+        timed(
+            self,
+            "replace_record",
+            StoreBackend::replace_record(self, name, expected, value),
+        )
+        .await
     }
     async fn list_records(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        StoreBackend::list_records(self).await
+        timed(self, "list_records", StoreBackend::list_records(self)).await
     }
     async fn save_peer(&self, peer: &PeerJwks) -> Result<()> {
         validate::peer("save_peer", peer)?;
-        StoreBackend::save_peer(self, peer).await
+        timed(self, "save_peer", StoreBackend::save_peer(self, peer)).await
     }
     async fn load_peers(&self) -> Result<Vec<PeerJwks>> {
-        StoreBackend::load_peers(self).await
+        timed(self, "load_peers", StoreBackend::load_peers(self)).await
     }
     async fn delete_peer(&self, issuer: &str) -> Result<bool> {
         validate::issuer("delete_peer", issuer)?;
-        StoreBackend::delete_peer(self, issuer).await
+        timed(self, "delete_peer", StoreBackend::delete_peer(self, issuer)).await
     }
     async fn stats(&self) -> Result<StoreStats> {
-        StoreBackend::stats(self).await
+        timed(self, "stats", StoreBackend::stats(self)).await
     }
     async fn drop_namespace(&self) -> Result<()> {
-        StoreBackend::drop_namespace(self).await
+        timed(self, "drop_namespace", StoreBackend::drop_namespace(self)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::OperationTimedOut;
+
+    /// A backend whose every call hangs, with a 50 ms operation timeout.
+    #[derive(Debug, Default)]
+    struct Hanging {
+        ns: Namespace,
+    }
+
+    async fn hang<T>() -> Result<T> {
+        std::future::pending().await
+    }
+
+    impl StoreBackend for Hanging {
+        fn namespace(&self) -> &Namespace {
+            &self.ns
+        }
+        fn sibling(&self, ns: Namespace) -> Arc<dyn BrokerStore> {
+            Arc::new(Hanging { ns })
+        }
+        fn operation_timeout(&self) -> Option<Duration> {
+            Some(Duration::from_millis(50))
+        }
+        async fn create_session(&self, _: &SessionRecord) -> Result<()> {
+            hang().await
+        }
+        async fn save_session(&self, _: &SessionRecord) -> Result<()> {
+            hang().await
+        }
+        async fn get_session(&self, _: &str) -> Result<Option<SessionRecord>> {
+            hang().await
+        }
+        async fn take_session(&self, _: &str) -> Result<Option<SessionRecord>> {
+            hang().await
+        }
+        async fn delete_session(&self, _: &str) -> Result<bool> {
+            hang().await
+        }
+        async fn replace_session_blob(&self, _: &str, _: &[u8], _: &[u8]) -> Result<bool> {
+            hang().await
+        }
+        async fn revoke_subject(&self, _: &Revocation) -> Result<u64> {
+            hang().await
+        }
+        async fn purge_expired(&self) -> Result<u64> {
+            hang().await
+        }
+        async fn scan_sessions(&self, _: Option<&str>, _: usize) -> Result<SessionPage> {
+            hang().await
+        }
+        async fn scan_revocations(&self, _: Option<&str>, _: usize) -> Result<RevocationPage> {
+            hang().await
+        }
+        async fn create_record(&self, _: &str, _: &[u8]) -> Result<Vec<u8>> {
+            hang().await
+        }
+        async fn get_record(&self, _: &str) -> Result<Option<Vec<u8>>> {
+            hang().await
+        }
+        async fn replace_record(&self, _: &str, _: &[u8], _: &[u8]) -> Result<bool> {
+            hang().await
+        }
+        async fn list_records(&self) -> Result<Vec<(String, Vec<u8>)>> {
+            hang().await
+        }
+        async fn save_peer(&self, _: &PeerJwks) -> Result<()> {
+            hang().await
+        }
+        async fn load_peers(&self) -> Result<Vec<PeerJwks>> {
+            hang().await
+        }
+        async fn delete_peer(&self, _: &str) -> Result<bool> {
+            hang().await
+        }
+        async fn stats(&self) -> Result<StoreStats> {
+            hang().await
+        }
+        async fn drop_namespace(&self) -> Result<()> {
+            hang().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_operation_ends_at_the_operation_timeout() {
+        let store: Arc<dyn BrokerStore> = Arc::new(Hanging::default());
+        let timed_out = |r: Result<()>, op: &str| match r {
+            Err(StoreError::Unavailable { op: got, source }) => {
+                assert_eq!(got, op);
+                let after = source
+                    .downcast_ref::<OperationTimedOut>()
+                    .expect("an OperationTimedOut source")
+                    .after;
+                assert_eq!(after, Duration::from_millis(50));
+            }
+            other => panic!("{op}: {other:?}"),
+        };
+        timed_out(store.health().await, "health");
+        timed_out(store.get_session("j").await.map(|_| ()), "get_session");
+        timed_out(store.take_session("j").await.map(|_| ()), "take_session");
+        timed_out(store.purge_expired().await.map(|_| ()), "purge_expired");
+        timed_out(store.stats().await.map(|_| ()), "stats");
+        // Input is still checked first, without waiting.
+        assert!(matches!(
+            store.get_session("").await,
+            Err(StoreError::InvalidInput { .. })
+        ));
     }
 }

@@ -60,15 +60,21 @@ where
 {
     // Position: `None` = not started, `Some(None)` = done, `Some(Some(c))`
     // = go on after `c`. The fetcher travels with it.
-    stream::try_unfold((fetch, None::<Option<String>>), move |(fetch, at)| async move {
-        let cursor = match at {
-            Some(None) => return Ok(None),
-            Some(Some(c)) => Some(c),
-            None => None,
-        };
-        let (items, next) = fetch(cursor, limit).await?;
-        Ok(Some((stream::iter(items.into_iter().map(Ok)), (fetch, Some(next)))))
-    })
+    stream::try_unfold(
+        (fetch, None::<Option<String>>),
+        move |(fetch, at)| async move {
+            let cursor = match at {
+                Some(None) => return Ok(None),
+                Some(Some(c)) => Some(c),
+                None => None,
+            };
+            let (items, next) = fetch(cursor, limit).await?;
+            Ok(Some((
+                stream::iter(items.into_iter().map(Ok)),
+                (fetch, Some(next)),
+            )))
+        },
+    )
     .try_flatten()
     .boxed()
 }

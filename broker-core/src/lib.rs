@@ -37,8 +37,11 @@ pub mod store;
 pub mod validate;
 pub mod vault;
 
+pub use backend::StoreBackend;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use crypto::{EncryptionKey, KeyId};
 pub use error::{BoxError, Corruption, Result, StoreError};
+pub use ext::BrokerStoreExt;
 pub use keys::{KeyConfig, KeySource};
 pub use memory::MemoryStore;
 pub use purge::{PurgeTask, spawn_purge_task};
@@ -46,8 +49,6 @@ pub use record::{
     Namespace, PeerJwks, Revocation, RevocationPage, SessionPage, SessionRecord, StoreStats,
     UnixTime, unix_now,
 };
-pub use backend::StoreBackend;
-pub use ext::BrokerStoreExt;
 pub use store::BrokerStore;
 pub use vault::{RekeyReport, Session, TokenVault, UserInfo};
 

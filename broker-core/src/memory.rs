@@ -4,14 +4,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-
+use crate::backend::StoreBackend;
 use crate::clock::{Clock, system_clock};
 use crate::error::{Result, StoreError};
 use crate::record::{
     Namespace, PeerJwks, Revocation, RevocationPage, SessionPage, SessionRecord, StoreStats,
     UnixTime,
 };
-use crate::backend::StoreBackend;
 use crate::store::BrokerStore;
 
 /// An in-memory [`BrokerStore`]. Clones and [`MemoryStore::with_namespace`]

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use broker_core::clock::Clock;
 use broker_core::{
-    BrokerStore, StoreBackend, Namespace, PeerJwks, Result, Revocation, RevocationPage, SessionPage,
-    SessionRecord, StoreError, StoreStats, validate,
+    BrokerStore, Namespace, PeerJwks, Result, Revocation, RevocationPage, SessionPage,
+    SessionRecord, StoreBackend, StoreError, StoreStats, validate,
 };
 
 use crate::sql::{PURGE_BATCH, RELATIONS_EXIST, SubjectLock};
@@ -18,6 +18,10 @@ fn page_fetch(limit: usize) -> i64 {
 }
 
 impl StoreBackend for PostgresStore {
+    fn operation_timeout(&self) -> Option<std::time::Duration> {
+        Some(self.timeout)
+    }
+
     fn namespace(&self) -> &Namespace {
         &self.namespace
     }

@@ -5,9 +5,7 @@
 //! the marker, see `revocation.rs`), so reads are plain: get is one
 //! `GETEX`, take one script on the session's slot.
 
-use broker_core::{
-    Corruption, Result, SessionPage, SessionRecord, StoreError, UnixTime, codec,
-};
+use broker_core::{Corruption, Result, SessionPage, SessionRecord, StoreError, UnixTime, codec};
 use redis::aio::ConnectionLike;
 
 use crate::error::{bad_marker, utf8};

@@ -8,8 +8,8 @@ use std::sync::{Arc, PoisonError};
 use broker_core::clock::Clock;
 use broker_core::codec;
 use broker_core::{
-    BrokerStore, StoreBackend, Corruption, Namespace, PeerJwks, Result, Revocation, RevocationPage, SessionPage,
-    SessionRecord, StoreError, StoreStats,
+    BrokerStore, Corruption, Namespace, PeerJwks, Result, Revocation, RevocationPage, SessionPage,
+    SessionRecord, StoreBackend, StoreError, StoreStats,
 };
 
 use crate::sessions::{unindex_locked, unlink_locked};
