@@ -128,7 +128,34 @@ pub enum StoreError {
     },
 }
 
+/// The source of a [`StoreError::Unavailable`] for an operation that did not
+/// finish within its store's operation timeout (every server store has one,
+/// set with `with_operation_timeout`; see
+/// [`StoreBackend::operation_timeout`](crate::StoreBackend::operation_timeout)).
+/// A write that timed out may or may not have been applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OperationTimedOut {
+    /// The timeout that elapsed.
+    pub after: std::time::Duration,
+}
+
+impl fmt::Display for OperationTimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "no answer within {:?}", self.after)
+    }
+}
+
+impl std::error::Error for OperationTimedOut {}
+
 impl StoreError {
+    /// An [`StoreError::Unavailable`] for `op`, which ran past `after`.
+    pub fn timed_out(op: &'static str, after: std::time::Duration) -> Self {
+        Self::Unavailable {
+            op,
+            source: Box::new(OperationTimedOut { after }),
+        }
+    }
+
     /// An [`StoreError::InvalidInput`] for `op`.
     pub fn invalid(op: &'static str, reason: impl Into<String>) -> Self {
         Self::InvalidInput {

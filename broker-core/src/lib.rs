@@ -23,10 +23,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod clock;
 pub mod codec;
 pub mod crypto;
 pub mod error;
+pub mod ext;
 pub mod keys;
 pub mod memory;
 pub mod purge;
@@ -35,8 +37,11 @@ pub mod store;
 pub mod validate;
 pub mod vault;
 
+pub use backend::StoreBackend;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use crypto::{EncryptionKey, KeyId};
 pub use error::{BoxError, Corruption, Result, StoreError};
+pub use ext::BrokerStoreExt;
 pub use keys::{KeyConfig, KeySource};
 pub use memory::MemoryStore;
 pub use purge::{PurgeTask, spawn_purge_task};

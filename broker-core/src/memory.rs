@@ -4,8 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use async_trait::async_trait;
-
+use crate::backend::StoreBackend;
 use crate::clock::{Clock, system_clock};
 use crate::error::{Result, StoreError};
 use crate::record::{
@@ -13,7 +12,6 @@ use crate::record::{
     UnixTime,
 };
 use crate::store::BrokerStore;
-use crate::validate;
 
 /// An in-memory [`BrokerStore`]. Clones and [`MemoryStore::with_namespace`]
 /// share one database, so namespaces can be tested for isolation. Nothing
@@ -131,8 +129,7 @@ impl MemoryStore {
     }
 }
 
-#[async_trait]
-impl BrokerStore for MemoryStore {
+impl StoreBackend for MemoryStore {
     fn namespace(&self) -> &Namespace {
         &self.namespace
     }
@@ -155,7 +152,6 @@ impl BrokerStore for MemoryStore {
     }
 
     async fn create_session(&self, session: &SessionRecord) -> Result<()> {
-        validate::session("create_session", session)?;
         let now = self.clock.now();
         self.with(|space| {
             if space
@@ -176,7 +172,6 @@ impl BrokerStore for MemoryStore {
     }
 
     async fn save_session(&self, session: &SessionRecord) -> Result<()> {
-        validate::session("save_session", session)?;
         let now = self.clock.now();
         self.with(|space| {
             if space.is_hidden(session, now) {
@@ -190,13 +185,11 @@ impl BrokerStore for MemoryStore {
     }
 
     async fn get_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
-        validate::jti("get_session", jti)?;
         let now = self.clock.now();
         Ok(self.with(|space| space.live(jti, now).cloned()))
     }
 
     async fn take_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
-        validate::jti("take_session", jti)?;
         let now = self.clock.now();
         Ok(self.with(|space| {
             space.live(jti, now)?;
@@ -205,7 +198,6 @@ impl BrokerStore for MemoryStore {
     }
 
     async fn delete_session(&self, jti: &str) -> Result<bool> {
-        validate::jti("delete_session", jti)?;
         Ok(self.with(|space| space.remove(jti).is_some()))
     }
 
@@ -215,8 +207,6 @@ impl BrokerStore for MemoryStore {
         expected: &[u8],
         sealed: &[u8],
     ) -> Result<bool> {
-        validate::jti("replace_session_blob", jti)?;
-        validate::sealed("replace_session_blob", sealed)?;
         Ok(self.with(|space| match space.sessions.get_mut(jti) {
             Some(s) if s.sealed == expected => {
                 s.sealed = sealed.to_vec();
@@ -227,7 +217,6 @@ impl BrokerStore for MemoryStore {
     }
 
     async fn revoke_subject(&self, revocation: &Revocation) -> Result<u64> {
-        validate::revocation("revoke_subject", revocation)?;
         Ok(self.with(|space| {
             space
                 .revocations
@@ -263,7 +252,6 @@ impl BrokerStore for MemoryStore {
     }
 
     async fn scan_revocations(&self, cursor: Option<&str>, limit: usize) -> Result<RevocationPage> {
-        validate::page_limit("scan_revocations", limit)?;
         let now = self.clock.now();
         Ok(self.with(|space| {
             let mut kept: Vec<&Revocation> = space
@@ -282,7 +270,6 @@ impl BrokerStore for MemoryStore {
     }
 
     async fn scan_sessions(&self, cursor: Option<&str>, limit: usize) -> Result<SessionPage> {
-        validate::page_limit("scan_sessions", limit)?;
         let now = self.clock.now();
         let start = cursor.map_or(Bound::Unbounded, |c| Bound::Excluded(c.to_owned()));
         Ok(self.with(|space| {
@@ -312,8 +299,6 @@ impl BrokerStore for MemoryStore {
     }
 
     async fn create_record(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
-        validate::record_name("create_record", name)?;
-        validate::sealed("create_record", value)?;
         Ok(self.with(|space| {
             space
                 .records
@@ -324,13 +309,10 @@ impl BrokerStore for MemoryStore {
     }
 
     async fn get_record(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        validate::record_name("get_record", name)?;
         Ok(self.with(|space| space.records.get(name).cloned()))
     }
 
     async fn replace_record(&self, name: &str, expected: &[u8], value: &[u8]) -> Result<bool> {
-        validate::record_name("replace_record", name)?;
-        validate::sealed("replace_record", value)?;
         Ok(self.with(|space| match space.records.get_mut(name) {
             Some(v) if v.as_slice() == expected => {
                 *v = value.to_vec();
@@ -351,7 +333,6 @@ impl BrokerStore for MemoryStore {
     }
 
     async fn save_peer(&self, peer: &PeerJwks) -> Result<()> {
-        validate::peer("save_peer", peer)?;
         self.with(|space| space.peers.insert(peer.issuer.clone(), peer.clone()));
         Ok(())
     }
@@ -361,7 +342,6 @@ impl BrokerStore for MemoryStore {
     }
 
     async fn delete_peer(&self, issuer: &str) -> Result<bool> {
-        validate::issuer("delete_peer", issuer)?;
         Ok(self.with(|space| space.peers.remove(issuer).is_some()))
     }
 

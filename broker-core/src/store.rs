@@ -1,4 +1,5 @@
-//! The [`BrokerStore`] trait: what every backend implements.
+//! The [`BrokerStore`] trait: what every store offers its callers (store
+//! authors implement [`StoreBackend`](crate::StoreBackend)).
 //!
 //! Stores keep sealed bytes only; applications use
 //! [`TokenVault`](crate::TokenVault), which seals on the way in and verifies
@@ -45,6 +46,12 @@ use crate::record::{
 /// covered: that refresh took longer than the marker's keep time.
 ///
 /// The trait is object safe: hold stores as `Arc<dyn BrokerStore>`.
+///
+/// To write a store, implement [`StoreBackend`](crate::StoreBackend)
+/// instead: every `StoreBackend` is a `BrokerStore` through a blanket impl
+/// that checks the input and enforces the operation timeout first.
+/// Implement `BrokerStore` directly only for a wrapper around another store
+/// (it validates already).
 #[async_trait]
 pub trait BrokerStore: fmt::Debug + Send + Sync + 'static {
     /// The namespace this store reads and writes (bound into every sealed blob).

@@ -17,11 +17,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use futures::TryStreamExt as _;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 use crate::crypto::{Binding, KeyId, Keyring, sealed_key_id};
 use crate::error::{Corruption, Result, StoreError};
+use crate::ext::BrokerStoreExt as _;
 use crate::keys::{KeyConfig, open_keyring};
 use crate::record::{Revocation, SessionRecord, UnixTime};
 use crate::store::BrokerStore;
@@ -74,17 +76,10 @@ pub struct Session {
 /// key id.
 pub async fn key_usage(store: &dyn BrokerStore) -> Result<BTreeMap<KeyId, u64>> {
     let mut usage = BTreeMap::new();
-    let mut cursor = None;
-    loop {
-        let page = store.scan_sessions(cursor.as_deref(), PAGE).await?;
-        for s in &page.sessions {
-            if let Ok(id) = sealed_key_id(&s.sealed) {
-                *usage.entry(id).or_insert(0) += 1;
-            }
-        }
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
+    let mut sessions = store.sessions(PAGE);
+    while let Some(s) = sessions.try_next().await? {
+        if let Ok(id) = sealed_key_id(&s.sealed) {
+            *usage.entry(id).or_insert(0) += 1;
         }
     }
     if let Some(stored) = store.get_record(SIGNING_KEY_RECORD).await?

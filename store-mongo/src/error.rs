@@ -158,20 +158,6 @@ pub(crate) fn map(op: &'static str, e: Error) -> StoreError {
     }
 }
 
-/// The error for an operation that did not finish within the store's
-/// operation timeout.
-pub(crate) fn timed_out(op: &'static str, after: std::time::Duration) -> StoreError {
-    StoreError::unavailable(
-        op,
-        DriverError {
-            category: "operation timeout",
-            code: None,
-            code_name: None,
-            detail: Some(format!("no answer within {} ms", after.as_millis())),
-        },
-    )
-}
-
 /// The error for a stored document of the wrong shape.
 pub(crate) fn malformed(op: &'static str) -> StoreError {
     StoreError::corrupt(op, Corruption::Malformed("stored document"))

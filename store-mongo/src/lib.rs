@@ -43,11 +43,10 @@ use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use broker_core::clock::{Clock, system_clock};
 use broker_core::{
     BrokerStore, Namespace, PeerJwks, Result, Revocation, RevocationPage, SessionPage,
-    SessionRecord, StoreError, StoreStats,
+    SessionRecord, StoreBackend, StoreError, StoreStats,
 };
 use mongodb::bson::doc;
 use mongodb::options::{
@@ -74,7 +73,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The longest one store operation may take before it fails as
 /// unavailable, whatever the client's own settings (see
 /// [`MongoStore::with_operation_timeout`]).
-pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(20);
+pub use broker_core::backend::DEFAULT_OPERATION_TIMEOUT;
 
 /// How long [`MongoStore::shutdown`] waits for the driver's work in flight
 /// before it closes the client at once.
@@ -103,7 +102,7 @@ pub struct MongoStore {
     revocations: Collection<MarkerDoc>,
     records: Collection<RecordDoc>,
     peers: Collection<PeerDoc>,
-    op_timeout: Option<Duration>,
+    op_timeout: Duration,
     clock: Arc<dyn Clock>,
 }
 
@@ -169,7 +168,7 @@ impl MongoStore {
         Self::build(
             db,
             Namespace::default(),
-            Some(DEFAULT_OPERATION_TIMEOUT),
+            DEFAULT_OPERATION_TIMEOUT,
             system_clock(),
         )
     }
@@ -237,11 +236,11 @@ impl MongoStore {
         self
     }
 
-    /// Bound every operation to `timeout` (`None`: rely on the driver's own
-    /// timeouts only). An operation that runs out of time fails as
-    /// [`StoreError::Unavailable`]; a write that timed out may or may not
-    /// have been applied. Default: [`DEFAULT_OPERATION_TIMEOUT`].
-    pub fn with_operation_timeout(mut self, timeout: Option<Duration>) -> Self {
+    /// Bound every operation, from call to answer, to `timeout`. An
+    /// operation that runs out of time fails as [`StoreError::Unavailable`];
+    /// a write that timed out may or may not have been applied. Default:
+    /// [`DEFAULT_OPERATION_TIMEOUT`], as for every server store.
+    pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
         self.op_timeout = timeout;
         self
     }
@@ -292,7 +291,7 @@ impl MongoStore {
     fn build(
         db: Database,
         namespace: Namespace,
-        op_timeout: Option<Duration>,
+        op_timeout: Duration,
         clock: Arc<dyn Clock>,
     ) -> Self {
         // Our own handle on the database, with our concerns: whatever read
@@ -332,15 +331,12 @@ impl MongoStore {
     /// callers that treat a duplicate key specially).
     async fn run_raw<T>(
         &self,
-        op: &'static str,
+        _op: &'static str,
         fut: impl IntoFuture<Output = mongodb::error::Result<T>>,
     ) -> Result<mongodb::error::Result<T>> {
-        match self.op_timeout {
-            Some(limit) => tokio::time::timeout(limit, fut.into_future())
-                .await
-                .map_err(|_| error::timed_out(op, limit)),
-            None => Ok(fut.await),
-        }
+        // The operation timeout is enforced around the whole operation (the
+        // blanket `BrokerStore` impl), not per driver call.
+        Ok(fut.await)
     }
 
     /// Run a read that checks sessions against markers in several steps
@@ -350,12 +346,10 @@ impl MongoStore {
         op: &'static str,
         fut: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        let limit = self
-            .op_timeout
-            .map_or(MAX_CHECKED_READ, |t| t.min(MAX_CHECKED_READ));
+        let limit = self.op_timeout.min(MAX_CHECKED_READ);
         tokio::time::timeout(limit, fut)
             .await
-            .map_err(|_| error::timed_out(op, limit))?
+            .map_err(|_| StoreError::timed_out(op, limit))?
     }
 
     /// The revocation marker of `sub`, kept or not, if one is stored.
@@ -389,8 +383,11 @@ fn collection_names(namespace: &Namespace) -> [String; 4] {
     ]
 }
 
-#[async_trait]
-impl BrokerStore for MongoStore {
+impl StoreBackend for MongoStore {
+    fn operation_timeout(&self) -> Option<Duration> {
+        Some(self.op_timeout)
+    }
+
     fn namespace(&self) -> &Namespace {
         &self.namespace
     }

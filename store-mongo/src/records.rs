@@ -1,6 +1,6 @@
 //! Create-once records and peer JWKS documents.
 
-use broker_core::{Corruption, PeerJwks, Result, StoreError, validate};
+use broker_core::{Corruption, PeerJwks, Result, StoreError};
 use futures::TryStreamExt;
 use mongodb::bson::doc;
 use mongodb::options::ReturnDocument;
@@ -12,8 +12,6 @@ use crate::{MongoStore, error};
 /// inserts, the others read the winner's value.
 pub(crate) async fn create(store: &MongoStore, name: &str, value: &[u8]) -> Result<Vec<u8>> {
     const OP: &str = "create_record";
-    validate::record_name(OP, name)?;
-    validate::sealed(OP, value)?;
     let upsert = store
         .records
         .find_one_and_update(
@@ -51,7 +49,6 @@ pub(crate) async fn create(store: &MongoStore, name: &str, value: &[u8]) -> Resu
 
 pub(crate) async fn get(store: &MongoStore, name: &str) -> Result<Option<Vec<u8>>> {
     const OP: &str = "get_record";
-    validate::record_name(OP, name)?;
     let found = store
         .run(OP, store.records.find_one(doc! { "_id": name }))
         .await?;
@@ -66,8 +63,6 @@ pub(crate) async fn replace(
     value: &[u8],
 ) -> Result<bool> {
     const OP: &str = "replace_record";
-    validate::record_name(OP, name)?;
-    validate::sealed(OP, value)?;
     let res = store
         .run(
             OP,
@@ -91,7 +86,6 @@ pub(crate) async fn list(store: &MongoStore) -> Result<Vec<(String, Vec<u8>)>> {
 
 pub(crate) async fn save_peer(store: &MongoStore, peer: &PeerJwks) -> Result<()> {
     const OP: &str = "save_peer";
-    validate::peer(OP, peer)?;
     let doc = PeerDoc {
         issuer: peer.issuer.clone(),
         jwks: peer.jwks.clone(),
@@ -127,7 +121,6 @@ pub(crate) async fn load_peers(store: &MongoStore) -> Result<Vec<PeerJwks>> {
 
 pub(crate) async fn delete_peer(store: &MongoStore, issuer: &str) -> Result<bool> {
     const OP: &str = "delete_peer";
-    validate::issuer(OP, issuer)?;
     let res = store
         .run(OP, store.peers.delete_one(doc! { "_id": issuer }))
         .await?;

@@ -31,7 +31,6 @@ pub const FORGOTTEN_MARKER_GRACE: Duration = Duration::from_secs(600);
 /// marker when it checks (see `sessions.rs`).
 pub(crate) async fn revoke(store: &MongoStore, revocation: &Revocation) -> Result<u64> {
     const OP: &str = "revoke_subject";
-    validate::revocation(OP, revocation)?;
     let sub = &revocation.sub;
     // A forgotten marker is replaced, not merged: the reference store has
     // no marker for this subject any more.
@@ -197,7 +196,6 @@ pub(crate) async fn scan(
     limit: usize,
 ) -> Result<RevocationPage> {
     const OP: &str = "scan_revocations";
-    validate::page_limit(OP, limit)?;
     let mut filter = doc! {
         "keep_until": { "$gt": store.clock.now() },
         "forgotten_at": { "$exists": false },

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use broker_core::{Result, SessionPage, SessionRecord, StoreError, UnixTime, validate};
+use broker_core::{Result, SessionPage, SessionRecord, StoreError, UnixTime};
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, doc};
 
@@ -27,7 +27,6 @@ use crate::{MongoStore, error};
 /// so the marker is read before the write as well as after it.
 pub(crate) async fn create(store: &MongoStore, session: &SessionRecord) -> Result<()> {
     const OP: &str = "create_session";
-    validate::session(OP, session)?;
     let now = store.clock.now();
     let doc = SessionDoc::from_record(session, now);
     let conflict = || StoreError::Conflict {
@@ -58,7 +57,6 @@ pub(crate) async fn create(store: &MongoStore, session: &SessionRecord) -> Resul
 /// Upsert by `jti`, then the marker check.
 pub(crate) async fn save(store: &MongoStore, session: &SessionRecord) -> Result<()> {
     const OP: &str = "save_session";
-    validate::session(OP, session)?;
     let now = store.clock.now();
     let doc = SessionDoc::from_record(session, now);
     store
@@ -110,7 +108,6 @@ async fn unsave_if_hidden(
 /// the markers' `_id`).
 pub(crate) async fn get(store: &MongoStore, jti: &str) -> Result<Option<SessionRecord>> {
     const OP: &str = "get_session";
-    validate::jti(OP, jti)?;
     let now = store.clock.now();
     let pipeline = [
         doc! { "$match": live_filter(jti, now) },
@@ -165,7 +162,6 @@ pub(crate) async fn get(store: &MongoStore, jti: &str) -> Result<Option<SessionR
 /// longer than this operation may take).
 pub(crate) async fn take(store: &MongoStore, jti: &str) -> Result<Option<SessionRecord>> {
     const OP: &str = "take_session";
-    validate::jti(OP, jti)?;
     let now = store.clock.now();
     store
         .checked(OP, async {
@@ -189,7 +185,6 @@ pub(crate) async fn take(store: &MongoStore, jti: &str) -> Result<Option<Session
 
 pub(crate) async fn delete(store: &MongoStore, jti: &str) -> Result<bool> {
     const OP: &str = "delete_session";
-    validate::jti(OP, jti)?;
     let res = store
         .run(OP, store.sessions.delete_one(doc! { "_id": jti }))
         .await?;
@@ -203,8 +198,6 @@ pub(crate) async fn replace_blob(
     sealed: &[u8],
 ) -> Result<bool> {
     const OP: &str = "replace_session_blob";
-    validate::jti(OP, jti)?;
-    validate::sealed(OP, sealed)?;
     let res = store
         .run(
             OP,
@@ -224,7 +217,6 @@ pub(crate) async fn scan(
     limit: usize,
 ) -> Result<SessionPage> {
     const OP: &str = "scan_sessions";
-    validate::page_limit(OP, limit)?;
     let now = store.clock.now();
     let mut filter = doc! { "expires_at": { "$gt": date(now) } };
     if let Some(after) = cursor {

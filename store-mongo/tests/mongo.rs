@@ -388,7 +388,7 @@ async fn an_unreachable_server_is_unavailable_within_seconds() {
     // The operation timeout bounds a client with the driver's 30 s default.
     let client = Client::with_uri_str("mongodb://127.0.0.1:1").await.unwrap();
     let store = MongoStore::new(client.database("nothing"))
-        .with_operation_timeout(Some(Duration::from_millis(1500)));
+        .with_operation_timeout(Duration::from_millis(1500));
     let started = Instant::now();
     let err = store.health().await.unwrap_err();
     assert!(

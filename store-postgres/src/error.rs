@@ -2,7 +2,6 @@
 //! error variant (never by message text).
 
 use std::fmt;
-use std::time::Duration;
 
 use broker_core::StoreError;
 
@@ -64,22 +63,6 @@ impl fmt::Display for DatabaseError {
 
 impl std::error::Error for DatabaseError {}
 
-/// An operation did not finish within the store's operation timeout
-/// (see [`PostgresStore::with_operation_timeout`](crate::PostgresStore::with_operation_timeout)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OperationTimedOut {
-    /// The timeout that elapsed.
-    pub after: Duration,
-}
-
-impl fmt::Display for OperationTimedOut {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "no answer from PostgreSQL within {:?}", self.after)
-    }
-}
-
-impl std::error::Error for OperationTimedOut {}
-
 /// True for SQLSTATE codes that mean "the server cannot serve this now;
 /// retrying later may work".
 pub(crate) fn sqlstate_is_unavailable(code: &str) -> bool {
@@ -120,11 +103,6 @@ pub(crate) fn classify(op: &'static str, e: sqlx::Error) -> StoreError {
     }
 }
 
-/// The error for an operation that ran past the operation timeout.
-pub(crate) fn timed_out(op: &'static str, after: Duration) -> StoreError {
-    StoreError::unavailable(op, OperationTimedOut { after })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +138,8 @@ mod tests {
             classify("op", sqlx::Error::RowNotFound),
             StoreError::Backend { .. }
         ));
-        assert!(timed_out("get_session", Duration::from_secs(1)).is_retryable());
+        assert!(
+            StoreError::timed_out("get_session", std::time::Duration::from_secs(1)).is_retryable()
+        );
     }
 }

@@ -126,17 +126,18 @@ use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow};
 use sqlx::query::{Query, QueryAs, QueryScalar};
 use sqlx::{Postgres, Row, SqlSafeStr, SqlStr, Transaction};
 
-pub use error::{DatabaseError, OperationTimedOut};
+pub use broker_core::error::OperationTimedOut;
+pub use error::DatabaseError;
 /// The driver this crate is built on, re-exported so you use the same version.
 pub use sqlx;
 
-use crate::error::{classify, timed_out};
+use crate::error::classify;
 use crate::sql::{Names, SCHEMA_EXISTS, Statements, SubjectLock};
 
-/// How long one statement may take before the operation fails with
+/// How long one operation may take before it fails with
 /// [`StoreError::Unavailable`], unless changed with
-/// [`PostgresStore::with_operation_timeout`].
-pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// [`PostgresStore::with_operation_timeout`] (the same for every store).
+pub use broker_core::backend::DEFAULT_OPERATION_TIMEOUT;
 
 /// How long a pool made by [`PostgresStore::connect`] waits for a
 /// connection (including connecting to a server that is down) before the
@@ -302,11 +303,6 @@ impl PostgresStore {
         self
     }
 
-    /// The operation timeout (see [`PostgresStore::with_operation_timeout`]).
-    pub fn operation_timeout(&self) -> Duration {
-        self.timeout
-    }
-
     /// Decide expiry and revocation by `clock` (default: the system clock of
     /// this process; the times are bound into each statement, so the
     /// server's clock decides nothing).
@@ -381,19 +377,16 @@ impl PostgresStore {
         self.names = Arc::new(names);
     }
 
-    /// Run one operation under the operation timeout, classifying errors.
-    /// A future dropped at the timeout never commits: its transaction is
-    /// rolled back when the connection goes back to the pool.
+    /// Run one operation, classifying its errors. The operation timeout
+    /// is enforced around the whole operation (the blanket `BrokerStore`
+    /// impl); a future dropped at the timeout never commits: its
+    /// transaction is rolled back when the connection goes back to the pool.
     async fn run<T>(
         &self,
         op: &'static str,
         fut: impl Future<Output = std::result::Result<T, sqlx::Error>>,
     ) -> Result<T> {
-        match tokio::time::timeout(self.timeout, fut).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(classify(op, e)),
-            Err(_) => Err(timed_out(op, self.timeout)),
-        }
+        fut.await.map_err(|e| classify(op, e))
     }
 
     /// Open this operation's transaction (see [`sql::begin`]), holding the

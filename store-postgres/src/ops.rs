@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use broker_core::clock::Clock;
 use broker_core::{
     BrokerStore, Namespace, PeerJwks, Result, Revocation, RevocationPage, SessionPage,
-    SessionRecord, StoreError, StoreStats, validate,
+    SessionRecord, StoreBackend, StoreError, StoreStats, validate,
 };
 
 use crate::sql::{PURGE_BATCH, RELATIONS_EXIST, SubjectLock};
@@ -18,8 +17,11 @@ fn page_fetch(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)
 }
 
-#[async_trait]
-impl BrokerStore for PostgresStore {
+impl StoreBackend for PostgresStore {
+    fn operation_timeout(&self) -> Option<std::time::Duration> {
+        Some(self.timeout)
+    }
+
     fn namespace(&self) -> &Namespace {
         &self.namespace
     }
@@ -60,7 +62,6 @@ impl BrokerStore for PostgresStore {
 
     async fn create_session(&self, session: &SessionRecord) -> Result<()> {
         const OP: &str = "create_session";
-        validate::session(OP, session)?;
         let lock = Some((SubjectLock::Shared, session.sub.as_str()));
         let (inserted, hidden, live): (bool, bool, bool) =
             in_transaction!(self, OP, lock, |conn| {
@@ -89,7 +90,6 @@ impl BrokerStore for PostgresStore {
 
     async fn save_session(&self, session: &SessionRecord) -> Result<()> {
         const OP: &str = "save_session";
-        validate::session(OP, session)?;
         let lock = Some((SubjectLock::Shared, session.sub.as_str()));
         in_transaction!(self, OP, lock, |conn| {
             self.query(&self.sql.save_session)
@@ -108,7 +108,6 @@ impl BrokerStore for PostgresStore {
 
     async fn get_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
         const OP: &str = "get_session";
-        validate::jti(OP, jti)?;
         let row = in_transaction!(self, OP, None, |conn| {
             self.query(&self.sql.get_session)
                 .bind(jti)
@@ -122,7 +121,6 @@ impl BrokerStore for PostgresStore {
 
     async fn take_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
         const OP: &str = "take_session";
-        validate::jti(OP, jti)?;
         let row = in_transaction!(self, OP, None, |conn| {
             self.query(&self.sql.take_session)
                 .bind(jti)
@@ -136,7 +134,6 @@ impl BrokerStore for PostgresStore {
 
     async fn delete_session(&self, jti: &str) -> Result<bool> {
         const OP: &str = "delete_session";
-        validate::jti(OP, jti)?;
         let done = in_transaction!(self, OP, None, |conn| {
             self.query(&self.sql.delete_session)
                 .bind(jti)
@@ -154,8 +151,6 @@ impl BrokerStore for PostgresStore {
         sealed: &[u8],
     ) -> Result<bool> {
         const OP: &str = "replace_session_blob";
-        validate::jti(OP, jti)?;
-        validate::sealed(OP, sealed)?;
         let done = in_transaction!(self, OP, None, |conn| {
             self.query(&self.sql.replace_session_blob)
                 .bind(jti)
@@ -170,7 +165,6 @@ impl BrokerStore for PostgresStore {
 
     async fn revoke_subject(&self, revocation: &Revocation) -> Result<u64> {
         const OP: &str = "revoke_subject";
-        validate::revocation(OP, revocation)?;
         // Exclusive: the saves of this subject in flight commit first (and
         // their sessions are deleted here); later ones see the marker.
         let lock = Some((SubjectLock::Exclusive, revocation.sub.as_str()));
@@ -239,7 +233,6 @@ impl BrokerStore for PostgresStore {
 
     async fn scan_sessions(&self, cursor: Option<&str>, limit: usize) -> Result<SessionPage> {
         const OP: &str = "scan_sessions";
-        validate::page_limit(OP, limit)?;
         if let Some(c) = cursor
             && (c.len() > validate::MAX_ID_BYTES || c.as_bytes().contains(&0))
         {
@@ -279,7 +272,6 @@ impl BrokerStore for PostgresStore {
 
     async fn scan_revocations(&self, cursor: Option<&str>, limit: usize) -> Result<RevocationPage> {
         const OP: &str = "scan_revocations";
-        validate::page_limit(OP, limit)?;
         if let Some(c) = cursor {
             validate::sub(OP, c)?;
         }
@@ -311,8 +303,6 @@ impl BrokerStore for PostgresStore {
 
     async fn create_record(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
         const OP: &str = "create_record";
-        validate::record_name(OP, name)?;
-        validate::sealed(OP, value)?;
         // Records are never deleted through the store, so a second attempt
         // only runs if one was removed by hand between the two statements.
         for _ in 0..3 {
@@ -329,7 +319,10 @@ impl BrokerStore for PostgresStore {
             }
             // A racing creator committed after this statement's snapshot:
             // a new statement sees its value.
-            if let Some(stored) = self.get_record(name).await.map_err(|e| e.with_op(OP))? {
+            if let Some(stored) = StoreBackend::get_record(self, name)
+                .await
+                .map_err(|e| e.with_op(OP))?
+            {
                 return Ok(stored);
             }
         }
@@ -341,7 +334,6 @@ impl BrokerStore for PostgresStore {
 
     async fn get_record(&self, name: &str) -> Result<Option<Vec<u8>>> {
         const OP: &str = "get_record";
-        validate::record_name(OP, name)?;
         in_transaction!(self, OP, None, |conn| {
             self.scalar(self.sql.get_record.clone())
                 .bind(name)
@@ -353,8 +345,6 @@ impl BrokerStore for PostgresStore {
 
     async fn replace_record(&self, name: &str, expected: &[u8], value: &[u8]) -> Result<bool> {
         const OP: &str = "replace_record";
-        validate::record_name(OP, name)?;
-        validate::sealed(OP, value)?;
         let done = in_transaction!(self, OP, None, |conn| {
             self.query(&self.sql.replace_record)
                 .bind(name)
@@ -377,7 +367,6 @@ impl BrokerStore for PostgresStore {
 
     async fn save_peer(&self, peer: &PeerJwks) -> Result<()> {
         const OP: &str = "save_peer";
-        validate::peer(OP, peer)?;
         in_transaction!(self, OP, None, |conn| {
             self.query(&self.sql.save_peer)
                 .bind(&peer.issuer)
@@ -408,7 +397,6 @@ impl BrokerStore for PostgresStore {
 
     async fn delete_peer(&self, issuer: &str) -> Result<bool> {
         const OP: &str = "delete_peer";
-        validate::issuer(OP, issuer)?;
         let done = in_transaction!(self, OP, None, |conn| {
             self.query(&self.sql.delete_peer)
                 .bind(issuer)

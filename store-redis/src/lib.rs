@@ -18,11 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use broker_core::clock::{Clock, system_clock};
 use broker_core::{
     BrokerStore, Namespace, PeerJwks, Result, Revocation, RevocationPage, SessionPage,
-    SessionRecord, StoreStats,
+    SessionRecord, StoreBackend, StoreStats,
 };
 use redis::FromRedisValue;
 use redis::aio::{ConnectionLike, ConnectionManager};
@@ -31,6 +30,11 @@ pub use redis;
 
 use crate::error::map_err;
 use crate::keys::{Keys, hex};
+
+/// How long one operation may take before it fails with
+/// [`StoreError::Unavailable`](broker_core::StoreError::Unavailable), unless changed with
+/// [`RedisStore::with_operation_timeout`] (the same for every store).
+pub use broker_core::backend::DEFAULT_OPERATION_TIMEOUT;
 
 /// How long [`RedisStore::connect`] and [`RedisStore::connect_cluster`]
 /// wait for a TCP connection to a node.
@@ -103,6 +107,7 @@ pub struct RedisStore<C = ConnectionManager> {
     single: Arc<AtomicBool>,
     clock: Arc<dyn Clock>,
     allow_eviction: bool,
+    timeout: Duration,
 }
 
 impl<C> fmt::Debug for RedisStore<C> {
@@ -175,7 +180,19 @@ where
             single: Arc::new(AtomicBool::new(false)),
             clock: system_clock(),
             allow_eviction: false,
+            timeout: DEFAULT_OPERATION_TIMEOUT,
         }
+    }
+
+    /// Bound every operation, from call to answer, to `timeout`. An
+    /// operation that runs out of time fails as
+    /// [`StoreError::Unavailable`](broker_core::StoreError::Unavailable); a
+    /// write that timed out may or may not have been applied (a retried
+    /// request answers as if it ran once; see the crate docs). Default:
+    /// [`DEFAULT_OPERATION_TIMEOUT`], as for every server store.
+    pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// Decide expiry, revocation and purge by `clock` (default: the system
@@ -251,11 +268,14 @@ pub(crate) fn receipt_ms() -> u64 {
     RECEIPT_TTL.as_millis() as u64
 }
 
-#[async_trait]
-impl<C> BrokerStore for RedisStore<C>
+impl<C> StoreBackend for RedisStore<C>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
+    fn operation_timeout(&self) -> Option<Duration> {
+        Some(self.timeout)
+    }
+
     fn namespace(&self) -> &Namespace {
         &self.namespace
     }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use broker_core::{PeerJwks, Result, StoreStats, codec, validate};
+use broker_core::{PeerJwks, Result, StoreStats, codec};
 use redis::aio::ConnectionLike;
 
 use crate::error::utf8;
@@ -18,8 +18,6 @@ where
 {
     pub(crate) async fn create_record_impl(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
         const OP: &str = "create_record";
-        validate::record_name(OP, name)?;
-        validate::sealed(OP, value)?;
         self.run(
             OP,
             scripts::CREATE_RECORD
@@ -32,7 +30,6 @@ where
 
     pub(crate) async fn get_record_impl(&self, name: &str) -> Result<Option<Vec<u8>>> {
         const OP: &str = "get_record";
-        validate::record_name(OP, name)?;
         self.read(OP, "HGET", &self.keys.records(), &[name]).await
     }
 
@@ -45,8 +42,6 @@ where
         value: &[u8],
     ) -> Result<bool> {
         const OP: &str = "replace_record";
-        validate::record_name(OP, name)?;
-        validate::sealed(OP, value)?;
         let n: i64 = self
             .run(
                 OP,
@@ -76,7 +71,6 @@ where
 
     pub(crate) async fn save_peer_impl(&self, peer: &PeerJwks) -> Result<()> {
         const OP: &str = "save_peer";
-        validate::peer(OP, peer)?;
         let _: i64 = self
             .cmd(
                 OP,
@@ -103,7 +97,6 @@ where
 
     pub(crate) async fn delete_peer_impl(&self, issuer: &str) -> Result<bool> {
         const OP: &str = "delete_peer";
-        validate::issuer(OP, issuer)?;
         let n: i64 = self
             .cmd(OP, redis::cmd("HDEL").arg(self.keys.peers()).arg(issuer))
             .await?;

@@ -5,9 +5,7 @@
 //! the marker, see `revocation.rs`), so reads are plain: get is one
 //! `GETEX`, take one script on the session's slot.
 
-use broker_core::{
-    Corruption, Result, SessionPage, SessionRecord, StoreError, UnixTime, codec, validate,
-};
+use broker_core::{Corruption, Result, SessionPage, SessionRecord, StoreError, UnixTime, codec};
 use redis::aio::ConnectionLike;
 
 use crate::error::{bad_marker, utf8};
@@ -47,7 +45,6 @@ where
     /// subject's slot first (refuse a hidden session, else index it, so a
     /// revoke finds every stored session), then the session's slot.
     async fn write(&self, op: &'static str, s: &SessionRecord, create: bool) -> Result<Saved> {
-        validate::session(op, s)?;
         let k = self.keys.session(&s.jti);
         let token = token();
         let value = codec::encode_session(s);
@@ -116,7 +113,6 @@ where
 
     pub(crate) async fn get(&self, jti: &str) -> Result<Option<SessionRecord>> {
         const OP: &str = "get_session";
-        validate::jti(OP, jti)?;
         let now = self.clock.now();
         let k = self.keys.session(jti);
         // On a cluster, GETEX without options: a GET that redis-rs routes
@@ -130,7 +126,6 @@ where
     /// session too (the script leaves it under this call's receipt).
     pub(crate) async fn take(&self, jti: &str) -> Result<Option<SessionRecord>> {
         const OP: &str = "take_session";
-        validate::jti(OP, jti)?;
         let now = self.clock.now();
         let k = self.keys.session(jti);
         let raw: Option<Vec<u8>> = self
@@ -150,7 +145,6 @@ where
     /// finds nothing to delete): one script, on the session's slot.
     pub(crate) async fn delete(&self, jti: &str) -> Result<bool> {
         const OP: &str = "delete_session";
-        validate::jti(OP, jti)?;
         let k = self.keys.session(jti);
         let n: i64 = self
             .run(
@@ -171,8 +165,6 @@ where
         sealed: &[u8],
     ) -> Result<bool> {
         const OP: &str = "replace_session_blob";
-        validate::jti(OP, jti)?;
-        validate::sealed(OP, sealed)?;
         let k = self.keys.session(jti);
         let n: i64 = self
             .run(
@@ -194,7 +186,6 @@ where
     /// exactly once. A page examines at most `limit` index entries.
     pub(crate) async fn scan(&self, cursor: Option<&str>, limit: usize) -> Result<SessionPage> {
         const OP: &str = "scan_sessions";
-        validate::page_limit(OP, limit)?;
         let (mut b, mut after) = parse_cursor(cursor)?;
         let now = self.clock.now();
         let mut sessions = Vec::new();

@@ -230,13 +230,13 @@ impl SledStore {
     /// use store_sled::SledStore;
     ///
     /// let db = store_sled::sled::open("/var/lib/my-app/db")?; // the app's own database
-    /// let store = SledStore::from_db(db.clone()).with_namespace(Namespace::new("broker")?);
+    /// let store = SledStore::new(db.clone()).with_namespace(Namespace::new("broker")?);
     /// store.setup().await?;
     /// // `db` stays usable for the application's own trees.
     /// db.open_tree("my_app_data")?.insert("k", "v")?;
     /// # Ok(()) }
     /// ```
-    pub fn from_db(db: sled::Db) -> Self {
+    pub fn new(db: sled::Db) -> Self {
         Self {
             db,
             namespace: Namespace::default(),
@@ -244,6 +244,11 @@ impl SledStore {
             clock: system_clock(),
             trees: Arc::default(),
         }
+    }
+
+    /// Same as [`SledStore::new`].
+    pub fn from_db(db: sled::Db) -> Self {
+        Self::new(db)
     }
 
     /// Open (or create) the database in directory `path`.

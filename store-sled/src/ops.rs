@@ -5,21 +5,18 @@ use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
-use async_trait::async_trait;
 use broker_core::clock::Clock;
 use broker_core::codec;
-use broker_core::validate;
 use broker_core::{
     BrokerStore, Corruption, Namespace, PeerJwks, Result, Revocation, RevocationPage, SessionPage,
-    SessionRecord, StoreError, StoreStats,
+    SessionRecord, StoreBackend, StoreError, StoreStats,
 };
 
 use crate::sessions::{unindex_locked, unlink_locked};
 use crate::trees::NAMESPACE_DROPS;
 use crate::{REVOCATION_CACHE, SledStore, keys, sled_error};
 
-#[async_trait]
-impl BrokerStore for SledStore {
+impl StoreBackend for SledStore {
     fn namespace(&self) -> &Namespace {
         &self.namespace
     }
@@ -72,7 +69,6 @@ impl BrokerStore for SledStore {
 
     async fn get_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
         const OP: &str = "get_session";
-        validate::jti(OP, jti)?;
         let t = self.trees(OP)?;
         let Some(bytes) = t
             .sessions
@@ -91,7 +87,6 @@ impl BrokerStore for SledStore {
 
     async fn take_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
         const OP: &str = "take_session";
-        validate::jti(OP, jti)?;
         let t = self.trees(OP)?;
         let taken = {
             let _lock = self.session_lock(jti);
@@ -125,7 +120,6 @@ impl BrokerStore for SledStore {
 
     async fn delete_session(&self, jti: &str) -> Result<bool> {
         const OP: &str = "delete_session";
-        validate::jti(OP, jti)?;
         let t = self.trees(OP)?;
         let removed = {
             let _lock = self.session_lock(jti);
@@ -144,8 +138,6 @@ impl BrokerStore for SledStore {
         sealed: &[u8],
     ) -> Result<bool> {
         const OP: &str = "replace_session_blob";
-        validate::jti(OP, jti)?;
-        validate::sealed(OP, sealed)?;
         let t = self.trees(OP)?;
         // The blob is not indexed, so only the sessions tree changes.
         let replaced = {
@@ -178,7 +170,6 @@ impl BrokerStore for SledStore {
 
     async fn revoke_subject(&self, revocation: &Revocation) -> Result<u64> {
         const OP: &str = "revoke_subject";
-        validate::revocation(OP, revocation)?;
         let t = self.trees(OP)?;
         let deleted = self.revoke_locked(&t, revocation)?;
         self.written(OP).await?;
@@ -209,7 +200,6 @@ impl BrokerStore for SledStore {
 
     async fn scan_sessions(&self, cursor: Option<&str>, limit: usize) -> Result<SessionPage> {
         const OP: &str = "scan_sessions";
-        validate::page_limit(OP, limit)?;
         let t = self.trees(OP)?;
         t.refresh_marker_cache();
         let now = self.clock.now();
@@ -270,7 +260,6 @@ impl BrokerStore for SledStore {
 
     async fn scan_revocations(&self, cursor: Option<&str>, limit: usize) -> Result<RevocationPage> {
         const OP: &str = "scan_revocations";
-        validate::page_limit(OP, limit)?;
         let t = self.trees(OP)?;
         let now = self.clock.now();
         let iter = match cursor {
@@ -298,8 +287,6 @@ impl BrokerStore for SledStore {
 
     async fn create_record(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
         const OP: &str = "create_record";
-        validate::record_name(OP, name)?;
-        validate::sealed(OP, value)?;
         let t = self.trees(OP)?;
         // Records are never deleted through the store, so a failed swap
         // always shows the winner; the bound only guards against a record
@@ -333,7 +320,6 @@ impl BrokerStore for SledStore {
 
     async fn get_record(&self, name: &str) -> Result<Option<Vec<u8>>> {
         const OP: &str = "get_record";
-        validate::record_name(OP, name)?;
         let t = self.trees(OP)?;
         Ok(t.records
             .get(name.as_bytes())
@@ -343,8 +329,6 @@ impl BrokerStore for SledStore {
 
     async fn replace_record(&self, name: &str, expected: &[u8], value: &[u8]) -> Result<bool> {
         const OP: &str = "replace_record";
-        validate::record_name(OP, name)?;
-        validate::sealed(OP, value)?;
         let t = self.trees(OP)?;
         let swapped = t
             .records
@@ -373,7 +357,6 @@ impl BrokerStore for SledStore {
 
     async fn save_peer(&self, peer: &PeerJwks) -> Result<()> {
         const OP: &str = "save_peer";
-        validate::peer(OP, peer)?;
         let t = self.trees(OP)?;
         t.peers
             .insert(peer.issuer.as_bytes(), codec::encode_peer(peer))
@@ -397,7 +380,6 @@ impl BrokerStore for SledStore {
 
     async fn delete_peer(&self, issuer: &str) -> Result<bool> {
         const OP: &str = "delete_peer";
-        validate::issuer(OP, issuer)?;
         let t = self.trees(OP)?;
         let removed = t
             .peers

@@ -6,7 +6,6 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use broker_core::codec;
-use broker_core::validate;
 use broker_core::{Result, SessionRecord, StoreError, UnixTime};
 use sled::{IVec, Tree};
 
@@ -170,7 +169,6 @@ impl SledStore {
         session: &SessionRecord,
         create: bool,
     ) -> Result<()> {
-        validate::session(op, session)?;
         let t = self.trees(op)?;
         let value = codec::encode_session(session);
         let wrote = {

@@ -38,6 +38,7 @@ const MAX_FINAL_PASSES: u32 = 3;
 
 /// Progress of [`TokenVault::rekey`], reported after each page.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RekeyReport {
     /// Sessions looked at, over every pass.
     pub sessions_seen: u64,

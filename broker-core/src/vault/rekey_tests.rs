@@ -4,8 +4,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures::TryStreamExt as _;
+
 use super::tests::{key, session, vault};
 use super::*;
+use crate::ext::BrokerStoreExt as _;
 use crate::keys::KeySource;
 use crate::memory::MemoryStore;
 use crate::record::unix_now;
@@ -204,18 +207,11 @@ async fn rekey_with_writers_on_the_old_key_leaves_nothing_unreadable() {
         .await
         .expect("the old key was retired");
     let (mut stored, mut unreadable) = (0u64, 0u64);
-    let mut cursor = None;
-    loop {
-        let page = store.scan_sessions(cursor.as_deref(), 500).await.unwrap();
-        for r in &page.sessions {
-            stored += 1;
-            if new_only.open_session("check", r).is_err() {
-                unreadable += 1;
-            }
-        }
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
+    let mut sessions = store.sessions(500);
+    while let Some(r) = sessions.try_next().await.unwrap() {
+        stored += 1;
+        if new_only.open_session("check", &r).is_err() {
+            unreadable += 1;
         }
     }
     let written: u64 = outcomes.iter().map(|(n, _)| n).sum();
