@@ -9,6 +9,7 @@ mod peers;
 mod rekey;
 #[cfg(test)]
 mod rekey_tests;
+mod secrets;
 #[cfg(test)]
 mod tests;
 mod user_info;
@@ -32,6 +33,7 @@ use crate::validate;
 use budget::NonceBudget;
 pub use budget::SEAL_CHECK_INTERVAL;
 pub use rekey::{REKEY_SETTLE, RekeyReport};
+pub use secrets::{SECRET_RECORD_PREFIX, Secret, Stamp, is_sealed_record};
 pub use user_info::UserInfo;
 use user_info::{WipingBuf, validated_json};
 
@@ -82,10 +84,12 @@ pub async fn key_usage(store: &dyn BrokerStore) -> Result<BTreeMap<KeyId, u64>> 
             *usage.entry(id).or_insert(0) += 1;
         }
     }
-    if let Some(stored) = store.get_record(SIGNING_KEY_RECORD).await?
-        && let Ok(id) = sealed_key_id(&stored)
-    {
-        *usage.entry(id).or_insert(0) += 1;
+    for (name, stored) in store.list_records().await? {
+        if is_sealed_record(&name)
+            && let Ok(id) = sealed_key_id(&stored)
+        {
+            *usage.entry(id).or_insert(0) += 1;
+        }
     }
     for peer in store.load_peers().await? {
         if let Some(id) = peers::stored_key_id(&peer.jwks) {

@@ -22,7 +22,7 @@ use crate::record::unix_now;
 
 use super::budget::SEAL_CHECK_INTERVAL;
 use super::peers::stored_key_id;
-use super::{PAGE, SIGNING_KEY_RECORD, TokenVault};
+use super::{PAGE, TokenVault, is_sealed_record};
 
 /// How long after closing the older keys a rekey waits before the pass
 /// that may retire them: [`SEAL_CHECK_INTERVAL`] for every sealing process
@@ -226,22 +226,26 @@ impl TokenVault {
             }
         }
 
-        if let Some(stored) = self
-            .store
-            .get_record(SIGNING_KEY_RECORD)
-            .await
-            .map_err(|e| e.with_op(op))?
-            && !sealed_key_id(&stored).is_ok_and(|id| id == primary)
-        {
-            match self.open_pem(op, &self.signing_key_binding(), &stored) {
-                Ok(pem) => {
-                    if self.replace_signing_key(op, &stored, &pem).await? {
-                        report.records_resealed += 1;
-                    } else {
-                        pass.changed += 1;
-                    }
-                }
-                Err(_) => pass.records_unreadable += 1,
+        // The signing key and every secret record: sealed the same way.
+        let records = self.store.list_records().await.map_err(|e| e.with_op(op))?;
+        for (name, stored) in records {
+            if !is_sealed_record(&name) || sealed_key_id(&stored).is_ok_and(|id| id == primary) {
+                continue;
+            }
+            let Ok(secret) = self.open_secret(op, &name, stored.clone()) else {
+                pass.records_unreadable += 1;
+                continue;
+            };
+            let resealed = self.seal_secret(op, &name, secret.expose()).await?;
+            if self
+                .store
+                .replace_record(&name, &stored, &resealed)
+                .await
+                .map_err(|e| e.with_op(op))?
+            {
+                report.records_resealed += 1;
+            } else {
+                pass.changed += 1;
             }
         }
         for stored in self.store.load_peers().await.map_err(|e| e.with_op(op))? {
