@@ -1,30 +1,4 @@
-//! A complete small [`BrokerStore`] on SQLite, through sqlx: the example a
-//! new store author copies. `README.md` walks from an empty crate to a
-//! green conformance suite; `tests/conformance.rs` is that suite.
-//!
-//! - Each namespace is four tables named after it (`<ns>_sessions`,
-//!   `<ns>_revocations`, `<ns>_records`, `<ns>_peers`); `drop_namespace`
-//!   drops them.
-//! - Take is one `DELETE … RETURNING` statement; writes that read first
-//!   (create, save, revoke, purge) run in one `BEGIN IMMEDIATE` transaction,
-//!   which takes SQLite's write lock at once, so they are atomic against
-//!   every other connection and process on the file.
-//! - Expiry and revocation are decided by an injected [`Clock`].
-//! - Driver errors map to typed [`StoreError`]s: busy or unreachable is
-//!   `Unavailable` (retry), the rest `Backend`, with the driver's error
-//!   kept as the source.
-//!
-//! ```no_run
-//! # async fn f() -> Result<(), broker_core::StoreError> {
-//! use std::sync::Arc;
-//! use broker_core::{KeyConfig, Namespace, TokenVault};
-//! use custom_store::SqliteStore;
-//!
-//! let store = SqliteStore::connect("sqlite://broker.db").await?
-//!     .with_namespace(Namespace::new("my_app")?);
-//! let vault = TokenVault::open(Arc::new(store), KeyConfig::passphrase("a long passphrase".to_owned())).await?;
-//! # let _ = vault; Ok(()) }
-//! ```
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -88,6 +62,19 @@ impl SqliteStore {
     /// for the writer. `synchronous = NORMAL` makes a commit durable
     /// against a crash of the application, not of the machine (a power cut
     /// may lose the last commits); add `?synchronous=full` for that.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), broker_core::StoreError> {
+    /// use std::sync::Arc;
+    /// use broker_core::{KeyConfig, Namespace, TokenVault};
+    /// use custom_store::SqliteStore;
+    ///
+    /// let store = SqliteStore::connect("sqlite://broker.db").await?
+    ///     .with_namespace(Namespace::new("my_app")?);
+    /// let keys = KeyConfig::passphrase("a long passphrase".to_owned());
+    /// let vault = TokenVault::open(Arc::new(store), keys).await?;
+    /// # let _ = vault; Ok(()) }
+    /// ```
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         const OP: &str = "connect";
         let options = SqliteConnectOptions::from_str(url)
