@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use broker_core::{BrokerStore, Namespace, StoreError};
+use broker_core::{BrokerStore, ManualClock, Namespace, Revocation, SessionRecord, StoreError};
 use custom_store::SqliteStore;
 use custom_store::sqlx::SqlitePool;
 
@@ -80,3 +80,43 @@ async fn factory() -> Option<SqliteFactory> {
 }
 
 conformance::test_suite!(factory);
+
+/// The store decides expiry and revocation by the clock it is given. The
+/// suite runs on the system clock, so this is checked here: with the
+/// system clock, everything below is long expired.
+#[tokio::test(flavor = "multi_thread")]
+async fn expiry_and_revocation_follow_the_injected_clock() {
+    let f = factory().await.expect("a factory");
+    let clock = ManualClock::new(1_000_000);
+    let store = SqliteStore::connect(&f.url())
+        .await
+        .expect("a store")
+        .with_clock(Arc::new(clock.clone()));
+    store.setup().await.expect("setup");
+    let session = |jti: &str| SessionRecord {
+        jti: jti.into(),
+        sub: "alice".into(),
+        expires_at: 1_000_010,
+        auth_time: 999_000,
+        sealed: vec![1, 2, 3],
+    };
+    store.save_session(&session("a")).await.expect("save");
+    assert!(store.get_session("a").await.expect("get").is_some());
+    clock.advance(10);
+    assert!(store.get_session("a").await.expect("get").is_none());
+
+    clock.set(1_000_000);
+    let marker = Revocation {
+        sub: "alice".into(),
+        revoked_at: 1_000_000,
+        keep_until: 1_000_005,
+    };
+    store.revoke_subject(&marker).await.expect("revoke");
+    store.save_session(&session("b")).await.expect("save");
+    assert!(store.get_session("b").await.expect("get").is_none());
+    let kept = store.scan_revocations(None, 10).await.expect("scan");
+    assert_eq!(kept.revocations, vec![marker]);
+    clock.advance(5);
+    let kept = store.scan_revocations(None, 10).await.expect("scan");
+    assert!(kept.revocations.is_empty(), "{kept:?}");
+}
