@@ -1,12 +1,14 @@
-//! The [`BrokerStore`] methods, one SQL statement or one write transaction
-//! each (statements in `sql.rs`).
+//! The [`StoreBackend`] methods, one SQL statement or one write
+//! transaction each (statements in `sql.rs`). Every input arrives validated
+//! (ids, blobs, timestamps, page limits: the blanket `BrokerStore` impl
+//! checks them first); only the scan cursors, our own format, are checked
+//! here.
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use broker_core::{
     BrokerStore, Clock, Namespace, PeerJwks, Result, Revocation, RevocationPage, SessionPage,
-    SessionRecord, StoreError, StoreStats, validate,
+    SessionRecord, StoreBackend, StoreError, StoreStats, validate,
 };
 use sqlx::Row as _;
 
@@ -23,8 +25,7 @@ fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-#[async_trait]
-impl BrokerStore for SqliteStore {
+impl StoreBackend for SqliteStore {
     fn namespace(&self) -> &Namespace {
         &self.namespace
     }
@@ -58,7 +59,6 @@ impl BrokerStore for SqliteStore {
 
     async fn create_session(&self, session: &SessionRecord) -> Result<()> {
         const OP: &str = "create_session";
-        validate::session(OP, session)?;
         let now = self.clock.now();
         let e = |e| error(OP, e);
         let mut tx = self.write(OP).await?;
@@ -82,7 +82,6 @@ impl BrokerStore for SqliteStore {
 
     async fn save_session(&self, session: &SessionRecord) -> Result<()> {
         const OP: &str = "save_session";
-        validate::session(OP, session)?;
         let now = self.clock.now();
         let e = |e| error(OP, e);
         let mut tx = self.write(OP).await?;
@@ -102,7 +101,6 @@ impl BrokerStore for SqliteStore {
 
     async fn get_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
         const OP: &str = "get_session";
-        validate::jti(OP, jti)?;
         let row = sqlx::query(self.sql.get_session.clone())
             .bind(jti)
             .bind(self.clock.now())
@@ -114,7 +112,6 @@ impl BrokerStore for SqliteStore {
 
     async fn take_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
         const OP: &str = "take_session";
-        validate::jti(OP, jti)?;
         let row = sqlx::query(self.sql.take_session.clone())
             .bind(jti)
             .bind(self.clock.now())
@@ -126,7 +123,6 @@ impl BrokerStore for SqliteStore {
 
     async fn delete_session(&self, jti: &str) -> Result<bool> {
         const OP: &str = "delete_session";
-        validate::jti(OP, jti)?;
         let done = sqlx::query(self.sql.delete_session.clone())
             .bind(jti)
             .execute(&self.pool)
@@ -142,8 +138,6 @@ impl BrokerStore for SqliteStore {
         sealed: &[u8],
     ) -> Result<bool> {
         const OP: &str = "replace_session_blob";
-        validate::jti(OP, jti)?;
-        validate::sealed(OP, sealed)?;
         let done = sqlx::query(self.sql.replace_session_blob.clone())
             .bind(jti)
             .bind(expected)
@@ -156,7 +150,6 @@ impl BrokerStore for SqliteStore {
 
     async fn revoke_subject(&self, revocation: &Revocation) -> Result<u64> {
         const OP: &str = "revoke_subject";
-        validate::revocation(OP, revocation)?;
         let e = |e| error(OP, e);
         // Marker and deletion commit together; a save of this subject runs
         // wholly before (its session is deleted here) or after (it sees
@@ -233,7 +226,6 @@ impl BrokerStore for SqliteStore {
 
     async fn scan_sessions(&self, cursor: Option<&str>, limit: usize) -> Result<SessionPage> {
         const OP: &str = "scan_sessions";
-        validate::page_limit(OP, limit)?;
         if let Some(c) = cursor {
             validate::jti(OP, c)?;
         }
@@ -260,7 +252,6 @@ impl BrokerStore for SqliteStore {
 
     async fn scan_revocations(&self, cursor: Option<&str>, limit: usize) -> Result<RevocationPage> {
         const OP: &str = "scan_revocations";
-        validate::page_limit(OP, limit)?;
         if let Some(c) = cursor {
             validate::sub(OP, c)?;
         }
@@ -291,8 +282,6 @@ impl BrokerStore for SqliteStore {
 
     async fn create_record(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
         const OP: &str = "create_record";
-        validate::record_name(OP, name)?;
-        validate::sealed(OP, value)?;
         sqlx::query_scalar(self.sql.create_record.clone())
             .bind(name)
             .bind(value)
@@ -303,7 +292,6 @@ impl BrokerStore for SqliteStore {
 
     async fn get_record(&self, name: &str) -> Result<Option<Vec<u8>>> {
         const OP: &str = "get_record";
-        validate::record_name(OP, name)?;
         sqlx::query_scalar(self.sql.get_record.clone())
             .bind(name)
             .fetch_optional(&self.pool)
@@ -313,8 +301,6 @@ impl BrokerStore for SqliteStore {
 
     async fn replace_record(&self, name: &str, expected: &[u8], value: &[u8]) -> Result<bool> {
         const OP: &str = "replace_record";
-        validate::record_name(OP, name)?;
-        validate::sealed(OP, value)?;
         let done = sqlx::query(self.sql.replace_record.clone())
             .bind(name)
             .bind(expected)
@@ -334,7 +320,6 @@ impl BrokerStore for SqliteStore {
 
     async fn save_peer(&self, peer: &PeerJwks) -> Result<()> {
         const OP: &str = "save_peer";
-        validate::peer(OP, peer)?;
         sqlx::query(self.sql.save_peer.clone())
             .bind(&peer.issuer)
             .bind(&peer.jwks)
@@ -362,7 +347,6 @@ impl BrokerStore for SqliteStore {
 
     async fn delete_peer(&self, issuer: &str) -> Result<bool> {
         const OP: &str = "delete_peer";
-        validate::issuer(OP, issuer)?;
         let done = sqlx::query(self.sql.delete_peer.clone())
             .bind(issuer)
             .execute(&self.pool)
