@@ -6,6 +6,7 @@ use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use broker_core::backend::DEFAULT_OPERATION_TIMEOUT;
 use broker_core::clock::system_clock;
 use broker_core::{Clock, Corruption, Namespace, SessionRecord, StoreError};
 use sqlx::sqlite::{
@@ -27,6 +28,7 @@ pub struct SqliteStore {
     pool: SqlitePool,
     namespace: Namespace,
     clock: Arc<dyn Clock>,
+    timeout: Duration,
     sql: Arc<sql::Statements>,
 }
 
@@ -34,16 +36,18 @@ impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore")
             .field("namespace", &self.namespace)
+            .field("operation_timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
 
-impl SqliteStore {
-    /// How long a call waits for SQLite's write lock, or for a connection
-    /// from the pool of [`SqliteStore::connect`], before it fails as
-    /// `Unavailable`.
-    pub const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a statement waits for SQLite's write lock, and a call for a
+/// connection of the pool of [`SqliteStore::connect`], before it fails as
+/// `Unavailable`: below the operation timeout, so a busy database fails
+/// with the driver's error, not a bare timeout.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
 
+impl SqliteStore {
     /// A store on a pool you already have, in the default namespace. The
     /// pool is shared, never closed by the store. For many writers, open
     /// it in WAL mode with a busy timeout, as [`SqliteStore::connect`] does.
@@ -54,6 +58,7 @@ impl SqliteStore {
             pool,
             namespace,
             clock: system_clock(),
+            timeout: DEFAULT_OPERATION_TIMEOUT,
         }
     }
 
@@ -82,10 +87,10 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Self::TIMEOUT);
+            .busy_timeout(LOCK_WAIT);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(Self::TIMEOUT)
+            .acquire_timeout(LOCK_WAIT)
             .connect_with(options)
             .await
             .map_err(|e| error(OP, e))?;
@@ -96,6 +101,15 @@ impl SqliteStore {
     pub fn with_namespace(mut self, namespace: Namespace) -> Self {
         self.sql = Arc::new(sql::Statements::new(&namespace));
         self.namespace = namespace;
+        self
+    }
+
+    /// How long one operation may take before it fails with
+    /// `StoreError::Unavailable` (default [`DEFAULT_OPERATION_TIMEOUT`],
+    /// 10 s, as on every store of this project); a write that timed out may
+    /// or may not have been applied.
+    pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
         self
     }
 

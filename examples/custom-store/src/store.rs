@@ -5,6 +5,7 @@
 //! here.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use broker_core::{
     BrokerStore, Clock, Namespace, PeerJwks, Result, Revocation, RevocationPage, SessionPage,
@@ -36,6 +37,10 @@ impl StoreBackend for SqliteStore {
 
     fn clock(&self) -> Arc<dyn Clock> {
         Arc::clone(&self.clock)
+    }
+
+    fn operation_timeout(&self) -> Option<Duration> {
+        Some(self.timeout)
     }
 
     async fn setup(&self) -> Result<()> {
