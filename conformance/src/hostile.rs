@@ -24,18 +24,7 @@ use futures::FutureExt as _;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use crate::{Case, CaseFuture, CaseResult, Ctx, Failure, Outcome};
-
-/// The case, for [`crate::cases::ALL`].
-pub(crate) const CASE: Case = Case {
-    name: "rule_17_hostile_input_table_through_the_vault",
-    rule: 17,
-    run: run_case,
-};
-
-fn run_case(ctx: &Ctx) -> CaseFuture<'_> {
-    Box::pin(rule_17_hostile_input_table_through_the_vault(ctx))
-}
+use crate::{CaseResult, Ctx, Failure, Outcome};
 
 /// What the contract says a row must do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,35 +1,5 @@
-//! The `BrokerStore` contract (`shared/CONTRACT.md`) as a test suite.
-//!
-//! Every rule is one or more named cases. A backend, ours or yours, runs the
-//! whole suite with one macro call; each case becomes its own `#[test]`, so a
-//! failure names the rule it broke:
-//!
-//! ```no_run
-//! use std::sync::Arc;
-//! use broker_core::{BrokerStore, MemoryStore, Namespace, StoreError};
-//!
-//! struct MyFactory(MemoryStore);
-//!
-//! #[conformance::async_trait]
-//! impl conformance::StoreFactory for MyFactory {
-//!     fn name(&self) -> String { "my-store".into() }
-//!     async fn open(&self, ns: &Namespace) -> Result<Arc<dyn BrokerStore>, StoreError> {
-//!         Ok(Arc::new(self.0.with_namespace(ns.clone())))
-//!     }
-//! }
-//!
-//! async fn factory() -> Option<MyFactory> {
-//!     Some(MyFactory(MemoryStore::new()))
-//! }
-//!
-//! conformance::test_suite!(factory);
-//! # fn main() {}
-//! ```
-//!
-//! The cases are also plain data ([`CASES`]) for runners such as
-//! `brokerctl check`, and each is a public async function in [`cases`].
-//! Every case runs in a fresh random namespace and removes it afterwards
-//! ([`StoreFactory::teardown`]), so cases run in parallel without cross-talk.
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
 
 use std::future::Future;
 use std::io::Write as _;
@@ -47,6 +17,8 @@ pub mod hostile;
 pub mod mutants;
 pub mod process;
 pub mod provision;
+
+pub use provision::require_env;
 
 /// Opens stores of the backend under test, one namespace at a time.
 #[async_trait]
@@ -148,14 +120,54 @@ impl std::fmt::Debug for Case {
 }
 
 /// What a case gets: the factory, a store on a fresh namespace, and more
-/// namespaces on request (all torn down afterwards).
+/// namespaces on request (all torn down by [`Ctx::finish`]).
+///
+/// [`run_one`] builds one, runs a case on it and finishes it; build one
+/// yourself to run several checks on one namespace.
 pub struct Ctx {
     factory: Arc<dyn StoreFactory>,
     store: Arc<dyn BrokerStore>,
     namespaces: std::sync::Mutex<Vec<Namespace>>,
 }
 
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("factory", &self.factory.name())
+            .field("namespace", self.namespace())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Ctx {
+    /// A context on a fresh random namespace, with a store on it from
+    /// `factory` (not set up yet: every case calls `setup` first). Call
+    /// [`Ctx::finish`] when done, so the namespaces are torn down.
+    pub async fn new(factory: Arc<dyn StoreFactory>) -> Result<Self, Failure> {
+        let ns = Namespace::random("cf")?;
+        let store = factory.open(&ns).await?;
+        Ok(Self {
+            factory,
+            store,
+            namespaces: std::sync::Mutex::new(vec![ns]),
+        })
+    }
+
+    /// Tear down every namespace this context made, through
+    /// [`StoreFactory::teardown`]; a failed teardown is reported loudly,
+    /// not returned (the case's own result matters more).
+    pub async fn finish(self) {
+        let namespaces =
+            std::mem::take(&mut *self.namespaces.lock().unwrap_or_else(|e| e.into_inner()));
+        let factory = Arc::clone(&self.factory);
+        drop(self);
+        for ns in namespaces {
+            if let Err(e) = factory.teardown(&ns).await {
+                loud(&format!("conformance: teardown of {ns} failed: {e}"));
+            }
+        }
+    }
+
     /// The store under test, on this case's namespace.
     pub fn store(&self) -> &Arc<dyn BrokerStore> {
         &self.store
@@ -198,26 +210,43 @@ impl Ctx {
     }
 }
 
-/// Every case, in rule order.
+/// Every case, in rule order (the restart case, [`cases::RESTART`], apart).
 pub const CASES: &[Case] = cases::ALL;
 
-/// Run one case on a fresh namespace and tear it down afterwards.
+/// The case named `name` (restart case included), if there is one.
+pub fn case(name: &str) -> Option<&'static Case> {
+    CASES
+        .iter()
+        .chain([&cases::RESTART])
+        .find(|c| c.name == name)
+}
+
+/// Run one case function of [`cases`] on `factory`, in a fresh namespace
+/// torn down afterwards: the way to check a single rule from your own test.
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// # async fn f(factory: Arc<dyn conformance::StoreFactory>) {
+/// use conformance::{Outcome, cases, run_one};
+/// let outcome = run_one(factory, cases::rule_09_take_is_atomic_under_64_takers).await;
+/// assert_eq!(outcome, Ok(Outcome::Passed));
+/// # }
+/// ```
+pub async fn run_one(
+    factory: Arc<dyn StoreFactory>,
+    case: impl AsyncFnOnce(&Ctx) -> CaseResult,
+) -> CaseResult {
+    let ctx = Ctx::new(factory).await?;
+    let result = case(&ctx).await;
+    ctx.finish().await;
+    result
+}
+
+/// Run one [`Case`] on a fresh namespace and tear it down afterwards.
 pub async fn run_case(factory: Arc<dyn StoreFactory>, case: &Case) -> CaseResult {
-    let ns = Namespace::random("cf").expect("valid prefix");
-    let store = factory.open(&ns).await?;
-    let ctx = Ctx {
-        factory: Arc::clone(&factory),
-        store,
-        namespaces: std::sync::Mutex::new(vec![ns]),
-    };
+    let ctx = Ctx::new(factory).await?;
     let result = (case.run)(&ctx).await;
-    let namespaces = std::mem::take(&mut *ctx.namespaces.lock().unwrap_or_else(|e| e.into_inner()));
-    drop(ctx);
-    for ns in namespaces {
-        if let Err(e) = factory.teardown(&ns).await {
-            loud(&format!("conformance: teardown of {ns} failed: {e}"));
-        }
-    }
+    ctx.finish().await;
     result
 }
 
@@ -232,8 +261,8 @@ pub async fn run_all(factory: Arc<dyn StoreFactory>) -> Vec<(&'static Case, Case
 }
 
 /// Run the named case to completion on its own runtime, panicking on
-/// failure; `make` returning `None` means no server (already reported).
-/// This is what [`test_suite!`] expands to.
+/// failure. `make` returning `None` is a loud skip, and a failure under
+/// `CI=true` (see [`require_env`]). This is what [`test_suite!`] expands to.
 #[doc(hidden)]
 pub fn run_named_blocking<F, Fut, Make>(name: &str, make: Make)
 where
@@ -241,6 +270,7 @@ where
     Fut: Future<Output = Option<F>>,
     Make: FnOnce() -> Fut,
 {
+    let case = case(name).unwrap_or_else(|| panic!("no conformance case named {name}"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
@@ -248,16 +278,9 @@ where
         .expect("a tokio runtime");
     runtime.block_on(async {
         let Some(factory) = make().await else {
-            loud(&format!(
-                "SKIPPED {name}: no server for this backend (see above)"
-            ));
+            no_factory(name, std::any::type_name::<Make>());
             return;
         };
-        let case = CASES
-            .iter()
-            .chain([&cases::RESTART])
-            .find(|c| c.name == name)
-            .unwrap_or_else(|| panic!("no conformance case named {name}"));
         let factory: Arc<dyn StoreFactory> = Arc::new(factory);
         match run_case(factory, case).await {
             Ok(Outcome::Passed) => {}
@@ -269,6 +292,22 @@ where
     });
 }
 
+/// A factory function returned `None`: fail under `CI=true`, else skip loudly.
+fn no_factory(case: &str, make: &str) {
+    if provision::in_ci() {
+        panic!(
+            "CI=true and the factory `{make}` returned None, so {case} did not run: \
+             an untested store is a failure in CI. If the factory needs a server \
+             address or another setting, read it with \
+             `conformance::require_env(\"YOUR_VARIABLE\")?`, which names the variable \
+             to set when it is missing."
+        );
+    }
+    loud(&format!(
+        "SKIPPED {case}: the factory `{make}` returned None (a failure under CI=true)"
+    ));
+}
+
 /// Write to the real stderr, past the test harness's capture, so skips are
 /// seen even when the test passes.
 pub fn loud(message: &str) {
@@ -276,53 +315,14 @@ pub fn loud(message: &str) {
 }
 
 /// Expands to one `#[test]` per conformance case, each named after its
-/// rule, running against the factory `make` returns (`async fn() ->
-/// Option<impl StoreFactory>`; `None` = no server, skipped loudly).
+/// case, running against the factory `make` returns (`async fn() ->
+/// Option<impl StoreFactory>`). `None` is a loud skip, and a failure under
+/// `CI=true`: read what the factory needs with [`require_env`], so the
+/// message names the variable to set.
 #[macro_export]
 macro_rules! test_suite {
     ($make:path) => {
-        $crate::__cases!($make;
-            rule_01_setup_is_idempotent
-            rule_02_store_from_existing_handle_shares_data_and_leaves_it_open
-            rule_03_namespaces_are_isolated
-            rule_03_drop_namespace_removes_it_and_nothing_else
-            rule_03_drop_namespace_removes_revocations
-            rule_04_save_then_get_returns_exactly_what_was_saved
-            rule_04_hostile_keys_are_stored_literally
-            rule_04_vault_round_trips_unicode_empty_and_16k
-            rule_05_save_replaces_every_field
-            rule_05_create_conflicts_and_keeps_the_first
-            rule_05_create_over_expired_session_succeeds
-            rule_06_unknown_jti_is_none
-            rule_07_expired_session_is_never_returned
-            rule_07_session_expiring_while_stored_is_gone
-            rule_08_delete_is_idempotent_and_reports
-            rule_09_take_is_atomic_under_64_takers
-            rule_09_take_is_atomic_across_store_objects
-            rule_10_revoke_removes_exactly_that_subject
-            rule_10_revocation_beats_refresh_in_flight
-            rule_10_revocation_outlives_its_marker
-            rule_10_boundary_is_inclusive
-            rule_10_later_revocation_only_widens
-            rule_10_revoke_racing_save_on_another_store_object
-            rule_11_purge_removes_only_expired
-            rule_11_purge_forgets_markers_past_their_keep_time
-            rule_12_scan_returns_every_live_session_once
-            rule_12_scan_while_sessions_change
-            rule_13_create_once_has_one_winner
-            rule_13_signing_key_has_one_winner
-            rule_14_replace_is_explicit_compare_and_set
-            rule_15_peer_jwks_upsert_and_load_preserve_json
-            rule_16_errors_are_typed_and_name_the_operation
-            rule_17_invalid_input_is_refused
-            rule_17_hostile_input_table_through_the_vault
-            rule_19_no_plaintext_at_rest
-            rule_20_moved_or_edited_blob_is_tampered
-            rule_20_flipped_or_truncated_blob_is_tampered
-            rule_20_planted_plaintext_reads_as_corrupt
-            rule_21_wrong_key_or_passphrase_fails_at_open
-            rule_22_rotation_keeps_old_blobs_and_rekey_moves_them
-        );
+        $crate::__case_list!(tests $make);
     };
 }
 
@@ -336,26 +336,6 @@ macro_rules! restart_suite {
         #[test]
         fn rule_18_server_restart_loses_nothing() {
             $crate::run_named_blocking("rule_18_server_restart_loses_nothing", $make);
-        }
-    };
-}
-
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __cases {
-    ($make:path; $($name:ident)*) => {
-        $(
-            #[test]
-            fn $name() {
-                $crate::run_named_blocking(stringify!($name), $make);
-            }
-        )*
-
-        #[test]
-        fn conformance_macro_lists_every_case() {
-            let listed: &[&str] = &[$(stringify!($name)),*];
-            let all: Vec<&str> = $crate::CASES.iter().map(|c| c.name).collect();
-            assert_eq!(listed, all.as_slice(), "test_suite! and CASES disagree");
         }
     };
 }

@@ -87,16 +87,54 @@ pub fn skip(what: &str, env_var: &str, docker: bool) {
     if in_ci() {
         panic!("CI=true and {message}: a skipped backend is a failure in CI");
     }
+    banner_once(what, &format!("SKIPPING {what} TESTS: {message}"));
+}
+
+/// The value of the environment variable `var`, for a factory that needs
+/// it (a server address, a credentials file, ...): `Some(value)` when it is
+/// set and not blank; else `None` after a loud notice naming `var`, once per
+/// variable and process, and a panic naming `var` under `CI=true`, where a
+/// skipped store is a failure.
+///
+/// ```no_run
+/// # struct MyFactory(String);
+/// async fn factory() -> Option<MyFactory> {
+///     let url = conformance::require_env("MY_STORE_URL")?;
+///     Some(MyFactory(url))
+/// }
+/// ```
+pub fn require_env(var: &str) -> Option<String> {
+    if let Ok(value) = std::env::var(var)
+        && !value.trim().is_empty()
+    {
+        return Some(value);
+    }
+    if in_ci() {
+        panic!(
+            "CI=true and {var} is not set: set {var} to run these conformance tests \
+             (a skipped store is a failure in CI)"
+        );
+    }
+    banner_once(
+        var,
+        &format!("SKIPPING CONFORMANCE TESTS: {var} is not set; set it to run them"),
+    );
+    None
+}
+
+/// Print `text` in a banner past the test harness's capture, the first
+/// time `key` is seen in this process.
+fn banner_once(key: &str, text: &str) {
     static SHOWN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
     let first = SHOWN
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get_or_insert_with(HashSet::new)
-        .insert(what.to_owned());
+        .insert(key.to_owned());
     if first {
         loud(&format!(
             "\n================================================================\n\
-             SKIPPING {what} TESTS: {message}\n\
+             {text}\n\
              ================================================================\n"
         ));
     }

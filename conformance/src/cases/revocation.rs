@@ -1,13 +1,14 @@
 //! Rule 10 (revocation never wears off) and the revocation parts of rules
-//! 3 and 11. Times come from the store's own clock, and the cases that
-//! need a marker to pass its keep time wait for that clock to pass it.
+//! 3 and 11. The cases about markers and their keep time take times from
+//! the store's own clock, and those that need a marker to pass its keep
+//! time wait for that clock to pass it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use broker_core::{BrokerStore, Revocation, SessionRecord, UnixTime};
+use broker_core::{BrokerStore, Revocation, SessionRecord, UnixTime, unix_now};
 
-use super::{ready, record, scan_all};
+use super::{live, ready, record, scan_all};
 use crate::{CaseResult, Ctx, Failure, Outcome};
 
 /// The store's "now".
@@ -51,6 +52,95 @@ async fn gone(store: &dyn BrokerStore, jti: &str, when: &str) -> Result<(), Fail
         "a revoked session ({jti}) was returned by scan {when}"
     );
     Ok(())
+}
+
+/// Rule 10: revoke matches the exact subject only.
+pub async fn rule_10_revoke_removes_exactly_that_subject(ctx: &Ctx) -> CaseResult {
+    let store = ready(ctx).await?;
+    let subs = [
+        "*",
+        "a.*",
+        "%",
+        "[",
+        "{\"$ne\":null}",
+        "alice",
+        "alice2",
+        "ALICE",
+        "_",
+        "a%",
+        "a",
+    ];
+    for (i, sub) in subs.iter().enumerate() {
+        store.save_session(&live(&format!("{i}-1"), sub, 1)).await?;
+        store.save_session(&live(&format!("{i}-2"), sub, 2)).await?;
+    }
+    for (i, sub) in subs.iter().enumerate() {
+        ensure_eq!(
+            store.revoke_subject(&Revocation::now(*sub)).await?,
+            2,
+            "sessions revoked for sub {sub:?}"
+        );
+        for (j, other) in subs.iter().enumerate() {
+            let present = store.get_session(&format!("{j}-1")).await?.is_some();
+            ensure_eq!(
+                present,
+                j > i,
+                "after revoking {sub:?}, presence of {other:?}'s session"
+            );
+        }
+    }
+    ensure_eq!(
+        store.revoke_subject(&Revocation::now("alice")).await?,
+        0,
+        "second revoke"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// Rule 10: take → revoke → save rotated session → it stays hidden.
+pub async fn rule_10_revocation_beats_refresh_in_flight(ctx: &Ctx) -> CaseResult {
+    let store = ready(ctx).await?;
+    let now = unix_now();
+    let login = record("old", "alice", now + 3600, now - 30, 1);
+    store.save_session(&login).await?;
+    let taken = store
+        .take_session("old")
+        .await?
+        .ok_or_else(|| Failure("take lost the session".into()))?;
+    store.revoke_subject(&Revocation::now("alice")).await?;
+    // The refresh in flight writes its rotated session, same auth_time.
+    let rotated = SessionRecord {
+        jti: "rotated".into(),
+        ..taken
+    };
+    store.save_session(&rotated).await?;
+    ensure!(
+        store.get_session("rotated").await?.is_none(),
+        "a revoked subject's refreshed session was returned by get"
+    );
+    ensure!(
+        store.take_session("rotated").await?.is_none(),
+        "a revoked subject's refreshed session was returned by take"
+    );
+    ensure!(
+        scan_all(store.as_ref(), 10).await?.is_empty(),
+        "scan returned a revoked subject's session"
+    );
+    // A new login after the revocation is not affected.
+    let relogin = record("new", "alice", now + 3600, now + 2, 2);
+    store.save_session(&relogin).await?;
+    ensure_eq!(
+        store.get_session("new").await?,
+        Some(relogin),
+        "a login after the revocation"
+    );
+    let other = record("bob", "bob", now + 3600, now - 30, 3);
+    store.save_session(&other).await?;
+    ensure!(
+        store.get_session("bob").await?.is_some(),
+        "the revocation hid another subject"
+    );
+    Ok(Outcome::Passed)
 }
 
 /// Rule 10: take → revoke → save rotated session → the marker passes its

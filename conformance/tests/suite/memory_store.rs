@@ -1,11 +1,9 @@
 //! `MemoryStore` passes every conformance case.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::MemoryFactory;
 use broker_core::{BrokerStore, MemoryStore};
-use common::MemoryFactory;
 
 async fn factory() -> Option<MemoryFactory<fn(MemoryStore) -> Arc<dyn BrokerStore>>> {
     Some(MemoryFactory::new(|store| {

@@ -2,14 +2,12 @@
 //! and the case for that rule must fail on it (while passing on the
 //! unbroken store, so the failure is the bug's doing).
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::MemoryFactory;
 use broker_core::{BrokerStore, MemoryStore};
-use common::MemoryFactory;
 use conformance::mutants::Mutant;
-use conformance::{CASES, Outcome, StoreFactory, run_case};
+use conformance::{CASES, Ctx, Outcome, StoreFactory, cases, run_case, run_one};
 
 fn factory(mutant: Option<Mutant>) -> Arc<dyn StoreFactory> {
     match mutant {
@@ -98,7 +96,7 @@ async fn restart_that_loses_data() {
 /// and every caught mutant by name, so the docs and the suite agree.
 #[test]
 fn the_case_table_lists_every_case_and_mutant() {
-    let table = include_str!("../CASES.md");
+    let table = include_str!("../../CASES.md");
     for case in CASES.iter().chain([&conformance::cases::RESTART]) {
         assert!(
             table.contains(&format!("| `{}` |", case.name)),
@@ -161,4 +159,67 @@ async fn the_whole_suite_fails_on_every_mutant() {
             results.len()
         ));
     }
+}
+
+/// One case from outside, as a user's own `#[tokio::test]` calls it: the
+/// case function itself through `run_one`. It passes on the unbroken store
+/// and fails on the store with that rule's bug.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_case_through_run_one() {
+    let take = cases::rule_09_take_is_atomic_under_64_takers;
+    assert_eq!(run_one(factory(None), take).await, Ok(Outcome::Passed));
+    let broken = run_one(factory(Some(Mutant::TakeIsGetThenDelete)), take).await;
+    assert!(broken.is_err(), "a non-atomic take passed: {broken:?}");
+    // A closure works too: several checks of your own on one namespace.
+    let own = run_one(factory(None), async |ctx: &Ctx| {
+        ctx.store().setup().await?;
+        cases::rule_06_unknown_jti_is_none(ctx).await?;
+        cases::rule_08_delete_is_idempotent_and_reports(ctx).await
+    })
+    .await;
+    assert_eq!(own, Ok(Outcome::Passed));
+}
+
+/// A `Ctx` built by hand runs cases on a fresh namespace, and `finish`
+/// removes what they stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ctx_built_by_hand_is_torn_down_by_finish() {
+    let memory = Arc::new(MemoryFactory::new(|s: MemoryStore| {
+        Arc::new(s) as Arc<dyn BrokerStore>
+    }));
+    let ctx = Ctx::new(Arc::clone(&memory) as Arc<dyn StoreFactory>)
+        .await
+        .expect("a context");
+    assert_eq!(
+        cases::rule_05_create_over_expired_session_succeeds(&ctx).await,
+        Ok(Outcome::Passed)
+    );
+    let ns = ctx.namespace().clone();
+    let extra = ctx.open_extra().await.expect("an extra namespace");
+    let extra_ns = extra.namespace().clone();
+    extra.create_record("r", b"v").await.expect("a record");
+    drop(extra);
+    ctx.finish().await;
+    let left = memory.db.with_namespace(ns);
+    assert!(left.get_session("j").await.expect("get").is_none());
+    let left = memory.db.with_namespace(extra_ns);
+    assert!(left.get_record("r").await.expect("get").is_none());
+}
+
+/// Every case has a rule number (read from its name) within the contract's.
+#[test]
+fn every_case_names_a_contract_rule() {
+    for case in CASES.iter().chain([&cases::RESTART]) {
+        assert!(
+            (1..=22).contains(&case.rule),
+            "{}: rule {}",
+            case.name,
+            case.rule
+        );
+        assert_eq!(
+            conformance::case(case.name).map(|c| c.name),
+            Some(case.name)
+        );
+    }
+    assert!(conformance::case("rule_99_nothing").is_none());
 }
