@@ -5,6 +5,7 @@
 mod budget;
 #[cfg(test)]
 mod budget_tests;
+mod entries;
 mod peers;
 mod rekey;
 #[cfg(test)]
@@ -19,7 +20,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use futures::TryStreamExt as _;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use zeroize::Zeroizing;
 
 use crate::crypto::{Binding, KeyId, Keyring, sealed_key_id};
@@ -32,6 +33,7 @@ use crate::validate;
 
 use budget::NonceBudget;
 pub use budget::SEAL_CHECK_INTERVAL;
+pub use entries::{Entry, MAX_ENTRY_PAYLOAD, NewEntry};
 pub use rekey::{REKEY_SETTLE, RekeyReport};
 pub use secrets::{SECRET_RECORD_PREFIX, Secret, Stamp, is_sealed_record};
 pub use user_info::UserInfo;
@@ -247,19 +249,66 @@ impl TokenVault {
         })
     }
 
-    /// Verify and open a stored session record.
-    pub fn open_session(&self, op: &'static str, record: &SessionRecord) -> Result<Session> {
+    /// Verify and open a stored session record's plaintext, whatever it
+    /// holds (a session or an entry).
+    fn open_record(&self, op: &'static str, record: &SessionRecord) -> Result<SecretSlice<u8>> {
         let binding = self.session_binding(
             &record.jti,
             &record.sub,
             record.expires_at,
             record.auth_time,
         );
-        let plain = self
-            .keyring
+        self.keyring
             .open(&binding, &record.sealed)
+            .map_err(|e| e.with_op(op))
+    }
+
+    /// `record` (sealed by `source`, for `source`'s namespace) sealed again
+    /// by this vault for its own namespace: what a migration writes. Works
+    /// for sessions and entries alike.
+    pub async fn copy_record(
+        &self,
+        source: &TokenVault,
+        record: &SessionRecord,
+    ) -> Result<SessionRecord> {
+        let op = "copy_record";
+        let plain = source.open_record(op, record)?;
+        self.reseal(op, record, &plain).await
+    }
+
+    /// `plain` sealed under the primary key for `record`'s place.
+    async fn reseal(
+        &self,
+        op: &'static str,
+        record: &SessionRecord,
+        plain: &SecretSlice<u8>,
+    ) -> Result<SessionRecord> {
+        let binding = self.session_binding(
+            &record.jti,
+            &record.sub,
+            record.expires_at,
+            record.auth_time,
+        );
+        let sealed = self
+            .seal(&binding, &[plain.expose_secret()])
+            .await
             .map_err(|e| e.with_op(op))?;
+        Ok(SessionRecord {
+            sealed,
+            ..record.clone()
+        })
+    }
+
+    /// Verify and open a stored session record.
+    pub fn open_session(&self, op: &'static str, record: &SessionRecord) -> Result<Session> {
+        let plain = self.open_record(op, record)?;
         let plain = plain.expose_secret();
+        if entries::is_entry(plain) {
+            return Err(StoreError::corrupt(
+                op,
+                Corruption::Malformed("an entry, not a session"),
+            ));
+        }
         let malformed = || StoreError::corrupt(op, Corruption::Malformed("session plaintext"));
         let len_bytes: [u8; 4] = plain
             .get(..4)

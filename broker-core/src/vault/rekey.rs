@@ -203,11 +203,12 @@ impl TokenVault {
                 if sealed_key_id(&record.sealed).is_ok_and(|id| id == primary) {
                     continue;
                 }
-                let Ok(session) = self.open_session(op, record) else {
+                // Sessions and entries alike: the plaintext is resealed as is.
+                let Ok(plain) = self.open_record(op, record) else {
                     pass.sessions_unreadable += 1;
                     continue;
                 };
-                let resealed = self.seal_session(op, &session).await?;
+                let resealed = self.reseal(op, record, &plain).await?;
                 if self
                     .store
                     .replace_session_blob(&record.jti, &record.sealed, &resealed.sealed)

@@ -31,7 +31,7 @@ pub fn is_sealed_record(name: &str) -> bool {
 /// The stored form of a secret, for [`TokenVault::replace_secret`]'s
 /// compare-and-set. Opaque; `Debug` shows its length only.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Stamp(Vec<u8>);
+pub struct Stamp(pub(super) Vec<u8>);
 
 impl fmt::Debug for Stamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
