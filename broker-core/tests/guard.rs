@@ -31,6 +31,11 @@ const SECRET_NAMES: &[&str] = &[
     "route",
 ];
 
+/// Field names that match [`SECRET_NAMES`] but are public by definition:
+/// an OAuth redirect URI is registered at the IdP and shown in the
+/// browser's address bar (RFC 6749 §3.1.2), so it may be printed.
+const PUBLIC_NAMES: &[&str] = &["redirect_uri"];
+
 /// Types whose `Debug` prints their content.
 const PLAIN_TYPES: &[&str] = &[
     "String",
@@ -89,7 +94,9 @@ impl Guard<'_> {
                 ToString::to_string,
             );
             let lower = name.to_lowercase();
-            if !SECRET_NAMES.iter().any(|s| lower.contains(s)) {
+            if !SECRET_NAMES.iter().any(|s| lower.contains(s))
+                || PUBLIC_NAMES.iter().any(|p| lower.contains(p))
+            {
                 continue;
             }
             let words = Self::type_words(&field.ty);
@@ -254,6 +261,8 @@ fn guard_catches_what_it_looks_for() {
         pub struct Safe { pub refresh_token: SecretString, pub jti: String }
         #[derive(Debug)]
         struct Private { password: String }
+        #[derive(Debug)]
+        pub struct Login { pub redirect_uri: String, pub jwks_uri: String }
     "#;
     let findings = scan_source(Path::new("bad.rs"), bad);
     let text: Vec<&str> = findings.iter().map(|f| f.what.as_str()).collect();
@@ -273,5 +282,13 @@ fn guard_catches_what_it_looks_for() {
         text.iter().any(|t| t.contains("Source::Passphrase")),
         "{text:?}"
     );
-    assert_eq!(findings.len(), 4, "{text:?}");
+    assert!(
+        text.iter().any(|t| t.contains("Login") && t.contains("jwks_uri")),
+        "{text:?}"
+    );
+    assert!(
+        !text.iter().any(|t| t.contains("`redirect_uri`")),
+        "{text:?}"
+    );
+    assert_eq!(findings.len(), 5, "{text:?}");
 }
