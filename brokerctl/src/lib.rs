@@ -1,15 +1,13 @@
-//! Open any broker store from a URL — the factory behind `brokerctl`,
-//! reusable by other tools.
+#![doc = include_str!("../README.md")]
 //!
-//! | URL | store |
-//! |---|---|
-//! | `memory://` | a fresh `MemoryStore` (gone at exit) |
-//! | `sled:///absolute/path[?cache_mb=N]`, `sled://` (platform data dir) | `store-sled` (`cache_mb`: sled's page cache, default 1024) |
-//! | `postgres://…`, `postgresql://…` | `store-postgres` |
-//! | `mongodb://host/database` | `store-mongo` |
-//! | `redis://…`, `rediss://…` | `store-redis`, one node |
-//! | `redis-cluster://host1:port1,host2:port2` | `store-redis`, Redis Cluster |
-//! | `mutant://<name>` | an in-memory store with one planted bug ([`conformance::mutants`]), to see `check` fail |
+//! # The library
+//!
+//! The commands' building blocks, for tools of your own: [`migrate`] and
+//! [`bench`], and [`StoreOpener`], which opens what [`store_url`] opens
+//! plus the test stores `memory://` (a fresh [`MemoryStore`], gone at exit)
+//! and `mutant://<name>` (an in-memory store with one planted bug,
+//! [`conformance::mutants`], to see `check` fail). An application opening
+//! its store from a URL wants [`store_url`] itself.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -24,13 +22,19 @@ use std::sync::Arc;
 
 pub mod bench;
 pub mod migrate;
-mod namespaces;
+pub mod output;
 
 use broker_core::{BrokerStore, MemoryStore, Namespace, StoreError};
 use conformance::mutants::Mutant;
+use store_url::{Backend, OpenError};
 
-/// The application name used for the default sled path.
-pub const APP_NAME: &str = "oidc-broker";
+pub use store_url;
+
+/// The application name of the default sled path (`sled://`).
+pub const APP_NAME: &str = store_url::DEFAULT_APP_NAME;
+
+/// The operation named in errors of opening.
+const OP: &str = "open_store";
 
 /// A store opened from `url` on `namespace` (not yet set up). Unknown
 /// schemes and malformed URLs are [`StoreError::InvalidInput`] naming the
@@ -46,38 +50,48 @@ pub async fn open_store(
 }
 
 /// Opens stores on many namespaces of one URL, sharing one connection pool
-/// (or one open sled database, or one in-memory database).
+/// (or one open sled database, or one in-memory database): a
+/// [`store_url::StoreOpener`], or one of the test stores. Errors are
+/// [`StoreError`]s worded for the command line (they say how to create
+/// what is missing).
 ///
 /// Call [`StoreOpener::shutdown`] before the process exits: a MongoDB
 /// client left alive at exit can make the driver panic on stderr.
 pub struct StoreOpener {
     url: String,
+    scheme: String,
     /// Whether connecting may create a sled database that is not there yet.
     create: bool,
     shared: tokio::sync::OnceCell<Shared>,
 }
 
-#[derive(Clone)]
 enum Shared {
     Memory(MemoryStore),
     Mutant(MemoryStore, Mutant),
-    #[cfg(feature = "sled")]
-    Sled(store_sled::SledStore),
-    #[cfg(feature = "postgres")]
-    Postgres(store_postgres::PostgresStore),
-    #[cfg(feature = "mongo")]
-    Mongo(store_mongo::MongoStore),
-    #[cfg(feature = "redis")]
-    Redis(store_redis::RedisStore),
-    #[cfg(feature = "redis")]
-    RedisCluster(store_redis::RedisStore<store_redis::ReconnectingCluster>),
+    Url(store_url::StoreOpener),
+}
+
+impl std::fmt::Debug for StoreOpener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOpener")
+            .field("scheme", &self.scheme)
+            .finish_non_exhaustive()
+    }
 }
 
 impl StoreOpener {
-    /// An opener for `url`; nothing connects until the first [`Self::open`].
+    /// An opener for `url`; nothing is read or connected until the first
+    /// [`Self::open`].
     pub fn new(url: &str) -> Self {
+        let scheme = match store_url::StoreUrl::parse(url) {
+            Ok(parsed) => parsed.scheme().to_owned(),
+            Err(_) => url::Url::parse(url)
+                .map(|u| u.scheme().to_owned())
+                .unwrap_or_default(),
+        };
         Self {
             url: url.to_owned(),
+            scheme,
             create: true,
             shared: tokio::sync::OnceCell::new(),
         }
@@ -96,7 +110,23 @@ impl StoreOpener {
     /// The shared connection, made on first use.
     async fn connected(&self) -> Result<&Shared, StoreError> {
         self.shared
-            .get_or_try_init(|| connect(&self.url, self.create))
+            .get_or_try_init(|| async {
+                let test_store = url::Url::parse(&self.url)
+                    .ok()
+                    .and_then(|u| match u.scheme() {
+                        "memory" => Some(Ok(Shared::Memory(MemoryStore::new()))),
+                        "mutant" => Some(mutant(&u)),
+                        _ => None,
+                    });
+                if let Some(shared) = test_store {
+                    return shared;
+                }
+                let opener = store_url::StoreOpener::new(&self.url)
+                    .map_err(cli_error)?
+                    .create_if_missing(self.create);
+                opener.connection().await.map_err(cli_error)?;
+                Ok(Shared::Url(opener))
+            })
             .await
     }
 
@@ -104,186 +134,137 @@ impl StoreOpener {
     /// MongoDB client (see `store_mongo::MongoStore::shutdown`); other
     /// backends need nothing. Stores opened here fail afterwards.
     pub async fn shutdown(&self) {
-        #[cfg(feature = "mongo")]
-        if let Some(Shared::Mongo(s)) = self.shared.get() {
-            s.shutdown().await;
+        if let Some(Shared::Url(opener)) = self.shared.get() {
+            opener.shutdown().await;
         }
     }
 
-    /// The URL's scheme, lower-cased (`"postgres"`, …).
+    /// The URL's scheme, lower-case (`"postgres"`, …; empty if the URL has
+    /// none).
     pub fn scheme(&self) -> &str {
-        self.url.split_once("://").map_or("", |(s, _)| s)
+        &self.scheme
     }
 
     /// A store on `namespace`.
     pub async fn open(&self, namespace: Namespace) -> Result<Arc<dyn BrokerStore>, StoreError> {
-        let shared = self.connected().await?;
-        Ok(match shared.clone() {
-            Shared::Memory(s) => Arc::new(s.with_namespace(namespace)),
-            Shared::Mutant(s, m) => m.wrap(s.with_namespace(namespace)),
-            #[cfg(feature = "sled")]
-            Shared::Sled(s) => Arc::new(s.with_namespace(namespace)),
-            #[cfg(feature = "postgres")]
-            Shared::Postgres(s) => Arc::new(s.with_namespace(namespace)),
-            #[cfg(feature = "mongo")]
-            Shared::Mongo(s) => Arc::new(s.with_namespace(namespace)),
-            #[cfg(feature = "redis")]
-            Shared::Redis(s) => Arc::new(s.with_namespace(namespace)),
-            #[cfg(feature = "redis")]
-            Shared::RedisCluster(s) => Arc::new(s.with_namespace(namespace)),
+        Ok(match self.connected().await? {
+            Shared::Memory(s) => Arc::new(s.clone().with_namespace(namespace)),
+            Shared::Mutant(s, m) => m.wrap(s.clone().with_namespace(namespace)),
+            Shared::Url(opener) => opener.open(namespace).await.map_err(cli_error)?,
         })
+    }
+
+    /// The namespaces set up in this store, sorted (see
+    /// [`store_url::StoreOpener::namespaces`]). A `memory://` database
+    /// starts empty in every process.
+    pub async fn namespaces(&self) -> Result<Vec<Namespace>, StoreError> {
+        match self.connected().await? {
+            Shared::Memory(_) | Shared::Mutant(..) => Ok(Vec::new()),
+            Shared::Url(opener) => opener.namespaces().await.map_err(cli_error),
+        }
+    }
+
+    /// A store on `namespace` if the store holds it, set up again
+    /// (idempotent); otherwise [`StoreError::InvalidInput`] naming the
+    /// namespaces that exist: nothing is created.
+    pub async fn open_existing(
+        &self,
+        namespace: Namespace,
+    ) -> Result<Arc<dyn BrokerStore>, StoreError> {
+        match self.connected().await? {
+            Shared::Memory(_) | Shared::Mutant(..) => Err(cli_error(OpenError::NoNamespace {
+                namespace,
+                existing: Vec::new(),
+            })),
+            Shared::Url(opener) => opener.open_existing(namespace).await.map_err(cli_error),
+        }
     }
 
     /// The database handle shared by this opener's stores (connecting on
     /// first use): the same pool, connection or sled database, for tools
     /// that talk to the database directly next to the store, such as the
-    /// raw-driver ceiling of [`bench`].
+    /// raw-driver ceiling of [`mod@bench`].
     pub async fn backend(&self) -> Result<bench::Backend, StoreError> {
-        let shared = self.connected().await?;
-        Ok(match shared {
-            Shared::Memory(_) | Shared::Mutant(..) => bench::Backend::Memory,
+        use store_url::Connection;
+        let opener = match self.connected().await? {
+            Shared::Memory(_) | Shared::Mutant(..) => return Ok(bench::Backend::Memory),
+            Shared::Url(opener) => opener,
+        };
+        Ok(match opener.connection().await.map_err(cli_error)? {
             #[cfg(feature = "sled")]
-            Shared::Sled(s) => bench::Backend::Sled {
+            Connection::Sled(s) => bench::Backend::Sled {
                 db: s.db().clone(),
                 flush: s.durability() == store_sled::Durability::Flush,
             },
             #[cfg(feature = "postgres")]
-            Shared::Postgres(s) => bench::Backend::Postgres(s.pool().clone()),
+            Connection::Postgres(s) => bench::Backend::Postgres(s.pool().clone()),
             #[cfg(feature = "mongo")]
-            Shared::Mongo(s) => bench::Backend::Mongo(s.database().clone()),
+            Connection::Mongo(s) => bench::Backend::Mongo(s.database().clone()),
             #[cfg(feature = "redis")]
-            Shared::Redis(s) => bench::Backend::Redis(s.connection().clone()),
+            Connection::Redis(s) => bench::Backend::Redis(s.connection().clone()),
             #[cfg(feature = "redis")]
-            Shared::RedisCluster(s) => bench::Backend::RedisCluster(s.connection().clone()),
+            Connection::RedisCluster(s) => bench::Backend::RedisCluster(s.connection().clone()),
+            // A backend store-url opens with a feature this build leaves out.
+            other => {
+                return Err(StoreError::invalid(
+                    OP,
+                    format!("no raw-driver baseline for {}", other.backend()),
+                ));
+            }
         })
     }
 }
 
-async fn connect(url: &str, create: bool) -> Result<Shared, StoreError> {
-    let op = "open_store";
-    let scheme = url
-        .split_once("://")
-        .map(|(s, _)| s.to_ascii_lowercase())
-        .ok_or_else(|| {
-            StoreError::invalid(
-                op,
-                format!("not a store URL (scheme://…); supported: {}", supported()),
-            )
-        })?;
-    match scheme.as_str() {
-        "memory" => Ok(Shared::Memory(MemoryStore::new())),
-        "mutant" => {
-            let name = &url["mutant://".len()..];
-            let mutant = Mutant::from_name(name).ok_or_else(|| {
-                let names: Vec<&str> = Mutant::ALL.iter().map(|m| m.name()).collect();
-                StoreError::invalid(op, format!("unknown mutant; one of: {}", names.join(", ")))
-            })?;
-            Ok(Shared::Mutant(MemoryStore::new(), mutant))
+/// The mutant a `mutant://<name>` URL names.
+fn mutant(url: &url::Url) -> Result<Shared, StoreError> {
+    let name = url.host_str().unwrap_or_default();
+    let mutant = Mutant::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = Mutant::ALL.iter().map(|m| m.name()).collect();
+        StoreError::invalid(OP, format!("unknown mutant; one of: {}", names.join(", ")))
+    })?;
+    Ok(Shared::Mutant(MemoryStore::new(), mutant))
+}
+
+/// An error of opening, worded for the command line: what `init` creates
+/// says so, and scheme errors list the test stores too.
+fn cli_error(e: OpenError) -> StoreError {
+    match e {
+        OpenError::Store(e) => e,
+        e @ (OpenError::NoDatabase | OpenError::NoNamespace { .. }) => {
+            StoreError::invalid(OP, format!("{e} (create one with `brokerctl init`)"))
         }
-        #[cfg(feature = "sled")]
-        "sled" => {
-            let (path, query) = match url["sled://".len()..].split_once('?') {
-                Some((path, query)) => (path, Some(query)),
-                None => (&url["sled://".len()..], None),
-            };
-            let cache_mb = match query {
-                None => None,
-                Some(query) => Some(sled_cache_mb(op, query)?),
-            };
-            if !create {
-                let dir = if path.is_empty() {
-                    store_sled::SledStore::default_path(APP_NAME)?
-                } else {
-                    std::path::PathBuf::from(path)
-                };
-                if !dir.join("conf").exists() {
-                    return Err(StoreError::invalid(
-                        op,
-                        "there is no sled database at this path (create one with `brokerctl init`)",
-                    ));
-                }
-            }
-            Ok(Shared::Sled(match (path.is_empty(), cache_mb) {
-                (true, None) => store_sled::SledStore::open_default(APP_NAME)?,
-                (true, Some(_)) => {
-                    return Err(StoreError::invalid(op, "sled://?cache_mb= needs a path"));
-                }
-                (false, None) => store_sled::SledStore::open(path)?,
-                (false, Some(mb)) => store_sled::SledStore::from_config(
-                    store_sled::sled::Config::new()
-                        .path(path)
-                        .cache_capacity(mb.saturating_mul(1024 * 1024)),
-                )?,
-            }))
-        }
-        #[cfg(feature = "postgres")]
-        "postgres" | "postgresql" => Ok(Shared::Postgres(
-            store_postgres::PostgresStore::connect(url).await?,
-        )),
-        #[cfg(feature = "mongo")]
-        "mongodb" | "mongodb+srv" => {
-            Ok(Shared::Mongo(store_mongo::MongoStore::connect(url).await?))
-        }
-        #[cfg(feature = "redis")]
-        "redis" | "rediss" => Ok(Shared::Redis(store_redis::RedisStore::connect(url).await?)),
-        #[cfg(feature = "redis")]
-        "redis-cluster" => {
-            let nodes: Vec<String> = url["redis-cluster://".len()..]
-                .split(',')
-                .filter(|n| !n.is_empty())
-                .map(|n| format!("redis://{n}"))
-                .collect();
-            if nodes.is_empty() {
-                return Err(StoreError::invalid(
-                    op,
-                    "redis-cluster:// needs host:port[,host:port…]",
-                ));
-            }
-            Ok(Shared::RedisCluster(
-                store_redis::RedisStore::connect_cluster(nodes).await?,
-            ))
-        }
-        _ => Err(StoreError::invalid(
-            op,
+        OpenError::NotAUrl => StoreError::invalid(
+            OP,
+            format!("not a store URL (scheme://…); supported: {}", supported()),
+        ),
+        OpenError::UnknownScheme { scheme } => StoreError::invalid(
+            OP,
             format!(
                 "unknown or disabled store scheme {scheme:?}; supported: {}",
                 supported()
             ),
-        )),
+        ),
+        OpenError::Disabled { backend } => StoreError::invalid(
+            OP,
+            format!(
+                "unknown or disabled store scheme: this build has no `{}` feature; supported: {}",
+                backend.feature(),
+                supported()
+            ),
+        ),
+        other => other.into(),
     }
-}
-
-/// The page-cache size of a `sled:///path?cache_mb=N` URL (the only
-/// parameter a sled URL takes).
-#[cfg(feature = "sled")]
-fn sled_cache_mb(op: &'static str, query: &str) -> Result<u64, StoreError> {
-    query
-        .strip_prefix("cache_mb=")
-        .and_then(|n| n.parse::<u64>().ok())
-        .filter(|&n| n > 0)
-        .ok_or_else(|| {
-            StoreError::invalid(
-                op,
-                "a sled URL takes one parameter, cache_mb=<megabytes> (a positive integer)",
-            )
-        })
 }
 
 /// The URL schemes this build was compiled with.
 pub fn supported() -> String {
     let mut schemes = vec!["memory://", "mutant://<name>"];
-    if cfg!(feature = "sled") {
-        schemes.push("sled:///path");
-    }
-    if cfg!(feature = "postgres") {
-        schemes.push("postgres://");
-    }
-    if cfg!(feature = "mongo") {
-        schemes.push("mongodb://");
-    }
-    if cfg!(feature = "redis") {
-        schemes.extend(["redis://", "redis-cluster://h1:p1,h2:p2"]);
-    }
+    schemes.extend(
+        Backend::ALL
+            .iter()
+            .filter(|b| b.is_enabled())
+            .map(|b| b.url_form()),
+    );
     schemes.join(", ")
 }
 

@@ -10,11 +10,11 @@ use broker_core::{
     BrokerStore, KeyConfig, KeySource, Namespace, Session, StoreError, TokenVault, unix_now,
 };
 use brokerctl::migrate::MigrateOptions;
-use brokerctl::{StoreOpener, UrlFactory, open_store};
+use brokerctl::{StoreOpener, UrlFactory, open_store, output};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::json;
+use serde::Serialize;
 
 /// Operate an OIDC token broker's store.
 #[derive(Parser)]
@@ -215,12 +215,16 @@ impl Cli {
             })
     }
 
-    fn print(&self, text: String, value: serde_json::Value) {
+    /// `text`, or `value` as JSON with `--json`.
+    fn print(&self, text: String, value: &impl Serialize) -> Result<(), Fail> {
         if self.json {
-            println!("{value}");
+            let json = serde_json::to_string(value)
+                .map_err(|e| fail(1, format!("cannot write the JSON output: {e}")))?;
+            println!("{json}");
         } else {
             println!("{text}");
         }
+        Ok(())
     }
 }
 
@@ -249,8 +253,11 @@ async fn run_command(cli: &Cli, opener: &StoreOpener) -> Result<(), Fail> {
             let id = vault.keyring().primary_id();
             cli.print(
                 format!("store ready; primary key id {id}"),
-                json!({"ok": true, "primary_key_id": id.to_string()}),
-            );
+                &output::Init {
+                    ok: true,
+                    primary_key_id: id.to_string(),
+                },
+            )?;
         }
         Command::Stats => {
             let store = cli.store(opener).await?;
@@ -267,19 +274,15 @@ async fn run_command(cli: &Cli, opener: &StoreOpener) -> Result<(), Fail> {
                     stats.peers,
                     if keys.is_empty() { "none".into() } else { keys.join(", ") }
                 ),
-                json!({
-                    "live_sessions": stats.live_sessions,
-                    "expired_sessions": stats.expired_sessions,
-                    "subjects": stats.subjects,
-                    "revocations": stats.revocations,
-                    "peers": stats.peers,
-                    "key_ids": usage.iter().map(|(id, n)| (id.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
-                }),
-            );
+                &output::Stats::new(&stats, &usage),
+            )?;
         }
         Command::Purge => {
             let n = cli.store(opener).await?.purge_expired().await?;
-            cli.print(format!("purged {n} expired sessions"), json!({"purged": n}));
+            cli.print(
+                format!("purged {n} expired sessions"),
+                &output::Purged { purged: n },
+            )?;
         }
         Command::Revoke { sub } => {
             let n = cli
@@ -287,7 +290,10 @@ async fn run_command(cli: &Cli, opener: &StoreOpener) -> Result<(), Fail> {
                 .await?
                 .revoke_subject(&broker_core::Revocation::now(sub.clone()))
                 .await?;
-            cli.print(format!("revoked {n} sessions"), json!({"revoked": n}));
+            cli.print(
+                format!("revoked {n} sessions"),
+                &output::Revoked { revoked: n },
+            )?;
         }
         Command::Migrate {
             to,
@@ -346,18 +352,8 @@ async fn run_command(cli: &Cli, opener: &StoreOpener) -> Result<(), Fail> {
                         format!("retired key {} (it may now be dropped)", retired.join(", "))
                     }
                 ),
-                json!({
-                    "sessions_seen": report.sessions_seen,
-                    "sessions_resealed": report.sessions_resealed,
-                    "sessions_changed": report.sessions_changed,
-                    "sessions_unreadable": report.sessions_unreadable,
-                    "records_resealed": report.records_resealed,
-                    "records_unreadable": report.records_unreadable,
-                    "passes": report.passes,
-                    "retired_keys": retired,
-                    "primary_key_id": vault.keyring().primary_id().to_string(),
-                }),
-            );
+                &output::Rekey::new(&report, vault.keyring().primary_id()),
+            )?;
         }
         Command::Check => check(cli).await?,
         Command::Demo => demo(cli).await?,
@@ -367,7 +363,7 @@ async fn run_command(cli: &Cli, opener: &StoreOpener) -> Result<(), Fail> {
                 eprintln!("brokerctl: warning: {}", brokerctl::bench::BUDGET_WARNING);
             }
             let report = brokerctl::bench::run(&cli.store, args, key, !cli.json).await?;
-            cli.print(report.table(), report.json());
+            cli.print(report.table(), &report.json())?;
         }
     }
     Ok(())
@@ -428,20 +424,7 @@ async fn migrate_to(
             report.copied_this_run, report.copied_total
         )
     };
-    cli.print(
-        text,
-        json!({
-            "complete": report.complete,
-            "resumed": report.resumed,
-            "sessions": report.copied_total,
-            "sessions_this_run": report.copied_this_run,
-            "peers": report.peers,
-            "revocations": report.revocations,
-            "signing_key": report.signing_key,
-            "destination_live_sessions": report.destination_live,
-        }),
-    );
-    Ok(())
+    cli.print(text, &report)
 }
 
 /// A progress bar on stderr: drawn only on a terminal and never with --json.
@@ -483,20 +466,19 @@ fn report_check(
     cli: &Cli,
     results: &[(&'static conformance::Case, conformance::CaseResult)],
 ) -> Result<(), Fail> {
-    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
-    let mut rows = Vec::new();
+    let mut report = output::Check::default();
     for (case, result) in results {
         let (status, detail) = match result {
             Ok(conformance::Outcome::Passed) => {
-                passed += 1;
+                report.passed += 1;
                 ("ok", String::new())
             }
             Ok(conformance::Outcome::Skipped(why)) => {
-                skipped += 1;
+                report.skipped += 1;
                 ("skipped", why.clone())
             }
             Err(f) => {
-                failed += 1;
+                report.failed += 1;
                 ("FAILED", f.0.clone())
             }
         };
@@ -511,14 +493,21 @@ fn report_check(
                 }
             );
         }
-        rows.push(
-            json!({"case": case.name, "rule": case.rule, "status": status, "detail": detail}),
-        );
+        report.cases.push(output::CheckCase {
+            case: case.name,
+            rule: case.rule,
+            status,
+            detail,
+        });
     }
+    let failed = report.failed;
     cli.print(
-        format!("{passed} passed, {failed} failed, {skipped} skipped"),
-        json!({"passed": passed, "failed": failed, "skipped": skipped, "cases": rows}),
-    );
+        format!(
+            "{} passed, {failed} failed, {} skipped",
+            report.passed, report.skipped
+        ),
+        &report,
+    )?;
     if failed > 0 {
         return Err(fail(1, format!("{failed} conformance cases failed")));
     }
@@ -529,10 +518,10 @@ async fn demo(cli: &Cli) -> Result<(), Fail> {
     let dir = tempfile::tempdir()
         .map_err(|e| fail(1, format!("cannot create a temporary directory: {e}")))?;
     let path = dir.path().join("broker.sled");
-    let url = if cfg!(feature = "sled") {
-        format!("sled://{}", path.display())
+    let (backend, url) = if cfg!(feature = "sled") {
+        ("sled", format!("sled://{}", path.display()))
     } else {
-        "memory://".to_owned()
+        ("memory", "memory://".to_owned())
     };
     let started = Instant::now();
     let say = |line: String| {
@@ -553,7 +542,7 @@ async fn demo(cli: &Cli) -> Result<(), Fail> {
         jti: jti.into(),
         sub: sub.into(),
         refresh_token: SecretString::from(token.to_owned()),
-        user_info: json!({"sub": sub, "email": format!("{sub}@example.org")}).into(),
+        user_info: serde_json::json!({"sub": sub, "email": format!("{sub}@example.org")}).into(),
         expires_at: now + 3600,
         auth_time: now,
     };
@@ -632,10 +621,16 @@ async fn demo(cli: &Cli) -> Result<(), Fail> {
     ));
     say(format!("done in {:.2}s", started.elapsed().as_secs_f64()));
     if cli.json {
-        println!(
-            "{}",
-            json!({"backend": url.split("://").next(), "winners_of_take": winners, "revoked": revoked, "live_sessions": stats.live_sessions, "plaintext_on_disk": found})
-        );
+        cli.print(
+            String::new(),
+            &output::Demo {
+                backend,
+                winners_of_take: winners,
+                revoked,
+                live_sessions: stats.live_sessions,
+                plaintext_on_disk: found,
+            },
+        )?;
     }
     if winners != 1 || after.is_some() || found {
         return Err(fail(1, "demo: the store misbehaved"));

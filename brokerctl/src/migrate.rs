@@ -39,7 +39,7 @@ use std::time::Instant;
 use broker_core::vault::SIGNING_KEY_RECORD;
 use broker_core::{Namespace, StoreError, TokenVault};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// What `brokerctl migrate` prints when the destination is another
@@ -108,12 +108,15 @@ fn without_password(url: &str) -> String {
     }
 }
 
-/// What a run did.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What a run did. Serialized, it is the JSON `brokerctl migrate --json`
+/// prints (keys as in the `serde` attributes).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct MigrateReport {
     /// Sessions copied in this run.
+    #[serde(rename = "sessions_this_run")]
     pub copied_this_run: u64,
     /// Sessions copied by every run of this migration (with a resume file).
+    #[serde(rename = "sessions")]
     pub copied_total: u64,
     /// Peer JWKS copied (at the end of the final run).
     pub peers: u64,
@@ -123,6 +126,7 @@ pub struct MigrateReport {
     /// Whether the signing key was copied (or already there, identical).
     pub signing_key: bool,
     /// Live sessions at the destination after the run.
+    #[serde(rename = "destination_live_sessions")]
     pub destination_live: u64,
     /// True if every page was copied; false if `max_sessions` stopped it.
     pub complete: bool,
@@ -282,7 +286,7 @@ async fn copy_signing_key(source: &TokenVault, dest: &TokenVault) -> Result<bool
 /// A fresh random salt for the route digest, as hex.
 fn new_salt() -> String {
     let salt: [u8; 16] = rand::random();
-    hex(&salt)
+    hex::encode(salt)
 }
 
 /// SHA-256 of the salt and the route, as hex.
@@ -291,15 +295,12 @@ fn route_digest(salt: &str, route: &str) -> String {
     digest.update(salt.as_bytes());
     digest.update([0]);
     digest.update(route.as_bytes());
-    hex(&digest.finalize())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(digest.finalize())
 }
 
 /// The resume file: which migration (a salted digest of the route), where
 /// it stopped, how many it copied.
+#[derive(Serialize, Deserialize)]
 struct ResumeState {
     salt: String,
     route: String,
@@ -329,23 +330,15 @@ impl ResumeState {
         }
         let text = std::fs::read_to_string(path)
             .map_err(|e| resume_error(format!("cannot read the resume file: {e}")))?;
-        let bad = || resume_error("the resume file is not one brokerctl wrote");
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|_| bad())?;
-        let salt = value["salt"].as_str().ok_or_else(bad)?;
-        let saved_route = value["route"].as_str().ok_or_else(bad)?;
-        if saved_route != route_digest(salt, route) {
+        let state: Self = serde_json::from_str(&text)
+            .map_err(|_| resume_error("the resume file is not one brokerctl wrote"))?;
+        if state.route != route_digest(&state.salt, route) {
             return Err(resume_error(
                 "the resume file belongs to a migration between other stores or namespaces; \
                  remove it or pass another --resume-file",
             ));
         }
-        Ok(Some(Self {
-            salt: salt.to_owned(),
-            route: saved_route.to_owned(),
-            cursor: value["cursor"].as_str().map(str::to_owned),
-            copied: value["copied"].as_u64().ok_or_else(bad)?,
-            scanned: value["scanned"].as_bool().ok_or_else(bad)?,
-        }))
+        Ok(Some(state))
     }
 
     /// Write atomically: a new file created readable by its owner only
@@ -353,13 +346,8 @@ impl ResumeState {
     /// then renamed over `path` (a rename replaces a link, never writes
     /// through it).
     fn save(&self, path: &Path) -> Result<(), StoreError> {
-        let text = json!({
-            "salt": self.salt,
-            "route": self.route,
-            "cursor": self.cursor,
-            "copied": self.copied,
-            "scanned": self.scanned,
-        });
+        let text = serde_json::to_string(self)
+            .map_err(|e| resume_error(format!("cannot write the resume file: {e}")))?;
         let dir = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
@@ -373,7 +361,7 @@ impl ResumeState {
             builder.permissions(std::fs::Permissions::from_mode(0o600));
         }
         let mut file = builder.tempfile_in(dir).map_err(cannot)?;
-        file.write_all(text.to_string().as_bytes())
+        file.write_all(text.as_bytes())
             .and_then(|()| file.as_file().sync_all())
             .map_err(cannot)?;
         file.persist(path).map_err(|e| cannot(e.error))?;

@@ -4,13 +4,13 @@
 //! `<ns>_records`, Redis keys `<ns>:meta` (every master of a cluster).
 //! These are the names each backend's `setup` creates; a namespace "exists"
 //! once something set it up (`brokerctl init`, or an application's
-//! `setup`). A `memory://` database starts empty in every process.
+//! `setup`).
 
 use std::sync::Arc;
 
 use broker_core::{BrokerStore, Namespace, StoreError};
 
-use crate::{Shared, StoreOpener};
+use crate::{Connection, OpenError, StoreOpener};
 
 const OP: &str = "list_namespaces";
 
@@ -20,20 +20,20 @@ fn namespace_of(name: &str, suffix: &str) -> Option<Namespace> {
 }
 
 impl StoreOpener {
-    /// The namespaces set up in this store, sorted and without duplicates.
-    pub async fn namespaces(&self) -> Result<Vec<Namespace>, StoreError> {
-        let shared = self.connected().await?;
-        let mut found: Vec<Namespace> = match shared {
-            Shared::Memory(_) | Shared::Mutant(..) => Vec::new(),
+    /// The namespaces set up in this store, sorted and without duplicates
+    /// (the reserved namespace of the per-key nonce counters is left out).
+    /// Nothing is created.
+    pub async fn namespaces(&self) -> Result<Vec<Namespace>, OpenError> {
+        let mut found: Vec<Namespace> = match *self.connection().await? {
             #[cfg(feature = "sled")]
-            Shared::Sled(s) => s
+            Connection::Sled(ref s) => s
                 .db()
                 .tree_names()
                 .iter()
                 .filter_map(|n| namespace_of(std::str::from_utf8(n).ok()?, "/records"))
                 .collect(),
             #[cfg(feature = "postgres")]
-            Shared::Postgres(s) => {
+            Connection::Postgres(ref s) => {
                 let names: Vec<String> = store_postgres::sqlx::query_scalar(
                     "SELECT tablename::text FROM pg_catalog.pg_tables \
                      WHERE schemaname = current_schema() AND tablename LIKE '%\\_records'",
@@ -47,7 +47,7 @@ impl StoreOpener {
                     .collect()
             }
             #[cfg(feature = "mongo")]
-            Shared::Mongo(s) => s
+            Connection::Mongo(ref s) => s
                 .database()
                 .list_collection_names()
                 .await
@@ -62,12 +62,12 @@ impl StoreOpener {
                 .filter_map(|n| namespace_of(n, "_records"))
                 .collect(),
             #[cfg(feature = "redis")]
-            Shared::Redis(s) => {
+            Connection::Redis(ref s) => {
                 let mut conn = s.connection().clone();
                 redis_meta_keys(&mut conn).await?
             }
             #[cfg(feature = "redis")]
-            Shared::RedisCluster(s) => redis_cluster_namespaces(s.connection()).await?,
+            Connection::RedisCluster(ref s) => redis_cluster_namespaces(s.connection()).await?,
         };
         // The per-key nonce counters are not a namespace of sessions.
         found.retain(|ns| ns.as_str() != broker_core::vault::KEY_BUDGET_NAMESPACE);
@@ -78,35 +78,19 @@ impl StoreOpener {
 
     /// A store on `namespace` if the store holds it (it was set up), set
     /// up again (idempotent: indexes a newer version adds). Otherwise
-    /// [`StoreError::InvalidInput`] naming the namespaces that exist:
-    /// nothing is created.
+    /// [`OpenError::NoNamespace`] naming the namespaces that exist: nothing
+    /// is created. For tools that must not create a namespace by mistake
+    /// (a mistyped name would otherwise be a new, empty one).
     pub async fn open_existing(
         &self,
         namespace: Namespace,
-    ) -> Result<Arc<dyn BrokerStore>, StoreError> {
+    ) -> Result<Arc<dyn BrokerStore>, OpenError> {
         let existing = self.namespaces().await?;
         if !existing.contains(&namespace) {
-            const SHOWN: usize = 20;
-            let mut names: Vec<String> = existing
-                .iter()
-                .take(SHOWN)
-                .map(Namespace::to_string)
-                .collect();
-            if existing.len() > SHOWN {
-                names.push(format!("and {} more", existing.len() - SHOWN));
-            }
-            return Err(StoreError::invalid(
-                "open_store",
-                format!(
-                    "namespace {namespace} does not exist in this store; existing namespaces: {} \
-                     (create one with `brokerctl init`)",
-                    if names.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        names.join(", ")
-                    }
-                ),
-            ));
+            return Err(OpenError::NoNamespace {
+                namespace,
+                existing,
+            });
         }
         let store = self.open(namespace).await?;
         store.setup().await?;
