@@ -68,7 +68,7 @@ pub struct StoreOpener {
 enum Shared {
     Memory(MemoryStore),
     Mutant(MemoryStore, Mutant),
-    Url(store_url::StoreOpener),
+    Url(Box<store_url::StoreOpener>),
 }
 
 impl std::fmt::Debug for StoreOpener {
@@ -125,7 +125,7 @@ impl StoreOpener {
                     .map_err(cli_error)?
                     .create_if_missing(self.create);
                 opener.connection().await.map_err(cli_error)?;
-                Ok(Shared::Url(opener))
+                Ok(Shared::Url(Box::new(opener)))
             })
             .await
     }

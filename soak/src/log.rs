@@ -108,16 +108,7 @@ pub fn digest(refresh_token: &[u8], user_info: &[u8]) -> String {
     h.update((refresh_token.len() as u64).to_be_bytes());
     h.update(refresh_token);
     h.update(user_info);
-    hex(&h.finalize()[..16])
-}
-
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    hex::encode(&h.finalize()[..16])
 }
 
 /// What an operation is about to do (the `begin` line).

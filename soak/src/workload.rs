@@ -13,11 +13,12 @@ use broker_core::crypto::EncryptionKey;
 use broker_core::{KeyConfig, Namespace, Revocation, Session, StoreError, TokenVault, unix_now};
 use rand::RngExt as _;
 use secrecy::{ExposeSecret as _, SecretString};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use store_url::StoreOpener;
 
 use crate::log::{
-    Begin, Contents, OpKind, OpLog, Outcome, Scan, Scanned, Stamp, begin, digest, error_kind, hex,
+    Begin, Contents, OpKind, OpLog, Outcome, Scan, Scanned, Stamp, begin, digest, error_kind,
     wall_ns_now,
 };
 
@@ -46,20 +47,13 @@ pub async fn open_vault(
     key_b64: &str,
     patience: Duration,
 ) -> Result<(TokenVault, u32), StoreError> {
-    open_vault_on(
-        &brokerctl::StoreOpener::new(url),
-        namespace,
-        key_b64,
-        patience,
-    )
-    .await
+    open_vault_on(&StoreOpener::new(url)?, namespace, key_b64, patience).await
 }
 
 /// [`open_vault`] on a store from `opener`; call
-/// [`StoreOpener::shutdown`](brokerctl::StoreOpener::shutdown) before the
-/// process exits.
+/// [`StoreOpener::shutdown`] before the process exits.
 pub async fn open_vault_on(
-    opener: &brokerctl::StoreOpener,
+    opener: &StoreOpener,
     namespace: &Namespace,
     key_b64: &str,
     patience: Duration,
@@ -89,14 +83,14 @@ pub fn candidate_pem() -> SecretString {
     let bytes: [u8; 48] = rand::rng().random();
     SecretString::from(format!(
         "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-        hex(&bytes)
+        hex::encode(bytes)
     ))
 }
 
 /// The fingerprint printed for a key: SHA-256 of the PEM, hex. Never the
 /// key itself.
 pub fn fingerprint(pem: &SecretString) -> String {
-    hex(&Sha256::digest(pem.expose_secret().as_bytes()))
+    hex::encode(Sha256::digest(pem.expose_secret().as_bytes()))
 }
 
 /// What a worker process runs.
@@ -131,8 +125,36 @@ pub struct Plan {
     pub pace_ms: u64,
 }
 
+/// What `broker-soak race` prints when it is done: one JSON line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaceOutcome {
+    /// The [`fingerprint`] of the signing key the process got.
+    pub fingerprint: String,
+    /// Whether the key it got is its own candidate.
+    pub won: bool,
+    /// Whether it found no key and offered its candidate.
+    pub offered: bool,
+    /// Opens refused before one succeeded (a sled database held by
+    /// another process).
+    pub open_refused: u32,
+    /// From the release to the key, in milliseconds.
+    pub elapsed_ms: u64,
+    /// The process id.
+    pub pid: u32,
+}
+
+/// What `broker-soak work` prints when it is done: one JSON line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkOutcome {
+    /// The counts of every task.
+    #[serde(flatten)]
+    pub totals: Totals,
+    /// Opens refused before one succeeded.
+    pub open_refused: u32,
+}
+
 /// Counts a worker prints when it is done.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
     /// Operations started.
     pub ops: u64,

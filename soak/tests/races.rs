@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use broker_core::Namespace;
 use broker_core::crypto::EncryptionKey;
-use broker_soak::workload::{candidate_pem, fingerprint, open_vault};
+use broker_soak::workload::{RaceOutcome, candidate_pem, fingerprint, open_vault};
 use common::{Backend, Guard, lines, next_json, server_backends, worker};
 use secrecy::ExposeSecret as _;
 
@@ -38,7 +38,7 @@ async fn run_processes(
     backend: &Backend,
     ns: &Namespace,
     key: &str,
-) -> Result<(Vec<serde_json::Value>, Duration), String> {
+) -> Result<(Vec<RaceOutcome>, Duration), String> {
     let mut children = Vec::new();
     let mut outputs = Vec::new();
     for _ in 0..PROCESSES {
@@ -75,9 +75,12 @@ async fn run_processes(
     for (i, (out, child)) in outputs.iter().zip(children.iter_mut()).enumerate() {
         let result = next_json(out, deadline);
         let status = common::wait_until(&mut child.0, deadline).await;
-        match (status, result) {
-            (Some(s), Some(r)) if s.success() && r.get("fingerprint").is_some() => results.push(r),
-            (status, result) => {
+        let outcome = result
+            .clone()
+            .and_then(|r| serde_json::from_value::<RaceOutcome>(r).ok());
+        match (status, outcome) {
+            (Some(s), Some(outcome)) if s.success() => results.push(outcome),
+            (status, _) => {
                 return Err(format!("process {i} failed ({status:?}): {result:?}"));
             }
         }
@@ -101,21 +104,11 @@ async fn race(backend: &Backend) {
 
     let (results, wall) = outcome.unwrap_or_else(|e| panic!("{}: {e}", backend.name));
     let stored = stored.unwrap();
-    let fingerprints: BTreeSet<&str> = results
-        .iter()
-        .filter_map(|r| r["fingerprint"].as_str())
-        .collect();
-    let winners = results.iter().filter(|r| r["won"] == true).count();
-    let offered = results.iter().filter(|r| r["offered"] == true).count();
-    let refused: u64 = results
-        .iter()
-        .map(|r| r["open_refused"].as_u64().unwrap_or(0))
-        .sum();
-    let slowest = results
-        .iter()
-        .map(|r| r["elapsed_ms"].as_u64().unwrap_or(0))
-        .max()
-        .unwrap_or(0);
+    let fingerprints: BTreeSet<&str> = results.iter().map(|r| r.fingerprint.as_str()).collect();
+    let winners = results.iter().filter(|r| r.won).count();
+    let offered = results.iter().filter(|r| r.offered).count();
+    let refused: u32 = results.iter().map(|r| r.open_refused).sum();
+    let slowest = results.iter().map(|r| r.elapsed_ms).max().unwrap_or(0);
     eprintln!(
         "race {}: {PROCESSES} processes, {} distinct key(s), {winners} winner(s) \
          among {offered} that found no key and offered theirs, \

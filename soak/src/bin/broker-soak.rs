@@ -23,11 +23,13 @@ use broker_core::crypto::EncryptionKey;
 use broker_core::{KeyConfig, Namespace, StoreError, TokenVault};
 use broker_soak::log::error_kind;
 use broker_soak::workload::{
-    KEY_ENV, Plan, URL_ENV, candidate_pem, fingerprint, open_vault_on, run_work,
+    KEY_ENV, Plan, RaceOutcome, URL_ENV, WorkOutcome, candidate_pem, fingerprint, open_vault_on,
+    run_work,
 };
-use brokerctl::StoreOpener;
 use clap::{Args, Parser, Subcommand};
 use secrecy::ExposeSecret as _;
+use serde::Serialize;
+use store_url::{Backend, StoreOpener};
 
 /// How long a worker keeps retrying to open a store that is unavailable.
 const OPEN_PATIENCE: Duration = Duration::from_secs(60);
@@ -44,7 +46,8 @@ struct Cli {
 
 #[derive(Args)]
 struct Store {
-    /// Store URL (see `brokerctl`); may hold a password, so prefer the variable.
+    /// Store URL (see the `store-url` crate); may hold a password, so prefer
+    /// the variable.
     #[arg(long, env = URL_ENV, hide_env_values = true)]
     url: String,
     /// Namespace to work in.
@@ -108,14 +111,32 @@ enum Command {
     },
 }
 
-fn print_json(value: &serde_json::Value) {
+/// The line a worker prints when it is connected (the barrier's first half).
+#[derive(Serialize)]
+struct Ready {
+    ready: bool,
+}
+
+/// The line a worker prints when it fails: the error's kind, never a value.
+#[derive(Serialize)]
+struct Failed {
+    error: &'static str,
+    op: &'static str,
+}
+
+fn print_json(value: &impl Serialize) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{value}");
+    if let Ok(line) = serde_json::to_string(value) {
+        let _ = writeln!(out, "{line}");
+    }
     let _ = out.flush();
 }
 
 fn fail(what: &str, e: &StoreError) -> ExitCode {
-    print_json(&serde_json::json!({"error": error_kind(e), "op": e.op()}));
+    print_json(&Failed {
+        error: error_kind(e),
+        op: e.op(),
+    });
     eprintln!("broker-soak: {what}: {e}");
     ExitCode::FAILURE
 }
@@ -140,7 +161,7 @@ async fn race(store: Store, opener: &StoreOpener) -> Result<(), ExitCode> {
     // Server stores connect before the barrier, so the race is on setup and
     // key creation; a sled database is held by one process at a time, so
     // opening it is part of the race.
-    let sled = store.url.to_ascii_lowercase().starts_with("sled:");
+    let sled = opener.url().backend() == Backend::Sled;
     let connected = if sled {
         None
     } else {
@@ -148,10 +169,10 @@ async fn race(store: Store, opener: &StoreOpener) -> Result<(), ExitCode> {
             opener
                 .open(ns.clone())
                 .await
-                .map_err(|e| fail("open", &e))?,
+                .map_err(|e| fail("open", &e.into()))?,
         )
     };
-    print_json(&serde_json::json!({"ready": true}));
+    print_json(&Ready { ready: true });
     let mut line = String::new();
     let _ = std::io::stdin().lock().read_line(&mut line);
     let started = Instant::now();
@@ -176,14 +197,14 @@ async fn race(store: Store, opener: &StoreOpener) -> Result<(), ExitCode> {
         })
         .await
         .map_err(|e| fail("signing key", &e))?;
-    print_json(&serde_json::json!({
-        "fingerprint": fingerprint(&pem),
-        "won": pem.expose_secret() == candidate.expose_secret(),
-        "offered": offered,
-        "open_refused": refused,
-        "elapsed_ms": started.elapsed().as_millis() as u64,
-        "pid": std::process::id(),
-    }));
+    print_json(&RaceOutcome {
+        fingerprint: fingerprint(&pem),
+        won: pem.expose_secret() == candidate.expose_secret(),
+        offered,
+        open_refused: refused,
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        pid: std::process::id(),
+    });
     Ok(())
 }
 
@@ -212,12 +233,10 @@ async fn work(
         eprintln!("broker-soak: writing the log: {e}");
         ExitCode::FAILURE
     })?;
-    print_json(&serde_json::json!({
-        "ops": totals.ops,
-        "acknowledged": totals.acknowledged,
-        "failed": totals.failed,
-        "open_refused": refused,
-    }));
+    print_json(&WorkOutcome {
+        totals,
+        open_refused: refused,
+    });
     Ok(())
 }
 
@@ -229,7 +248,13 @@ async fn main() -> ExitCode {
     };
     // Shut the store's client down before exiting, whatever happened: a
     // MongoDB client alive at exit can make the driver panic on stderr.
-    let opener = StoreOpener::new(&url);
+    let opener = match StoreOpener::new(&url) {
+        Ok(opener) => opener,
+        Err(e) => {
+            eprintln!("broker-soak: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Race { store } => race(store, &opener).await,
         Command::Work {

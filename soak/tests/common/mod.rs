@@ -25,7 +25,7 @@ use broker_soak::workload::{KEY_ENV, URL_ENV};
 pub struct Backend {
     /// Short name for the figures.
     pub name: &'static str,
-    /// Store URL as `brokerctl::open_store` takes it.
+    /// Store URL as `store_url::StoreOpener` takes it.
     pub url: String,
     /// The variable holding the command that restarts the server.
     pub restart_env: Option<&'static str>,
@@ -42,13 +42,25 @@ impl std::fmt::Debug for Backend {
 }
 
 /// `redis://h1:p1,redis://h2:p2` (the test variable) as
-/// `redis-cluster://h1:p1,h2:p2` (the store URL).
+/// `redis-cluster://h1:p1,h2:p2` (the store URL; the first node's user and
+/// password, if any, apply to every node).
 pub fn cluster_url(nodes: &str) -> String {
-    let hosts: Vec<&str> = nodes
+    use url::Position;
+    let urls: Vec<url::Url> = nodes
         .split(',')
-        .map(|n| n.trim())
-        .filter(|n| !n.is_empty())
-        .map(|n| n.strip_prefix("redis://").unwrap_or(n))
+        .filter_map(|n| url::Url::parse(n.trim()).ok())
+        .collect();
+    let hosts: Vec<&str> = urls
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let from = if i == 0 {
+                Position::BeforeUsername
+            } else {
+                Position::BeforeHost
+            };
+            &u[from..Position::AfterPort]
+        })
         .collect();
     format!("redis-cluster://{}", hosts.join(","))
 }
