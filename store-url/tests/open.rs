@@ -22,6 +22,7 @@ fn shown(e: &dyn std::error::Error) -> String {
 
 /// The listing, `open_existing` and what neither may do (create), on any
 /// store the opener reaches. Leaves nothing behind.
+#[cfg_attr(not(feature = "sled"), allow(dead_code))]
 async fn namespaces_are_listed_and_never_created(opener: &StoreOpener) {
     let ns = Namespace::random("urlns").unwrap();
     let typo = Namespace::random("urltypo").unwrap();
