@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use broker_core::crypto::EncryptionKey;
-use broker_core::{BrokerStore, KeyConfig, Namespace, TokenVault};
+use broker_core::secrecy::SecretString;
+use broker_core::{BrokerStore, KeyConfig, Namespace, Session, TokenVault, unix_now};
 use store_url::{OpenError, StoreOpener, open_store};
 
 /// Every way an error can be shown, with its causes.
@@ -28,14 +29,26 @@ async fn namespaces_are_listed_and_never_created(opener: &StoreOpener) {
     let typo = Namespace::random("urltypo").unwrap();
     let store = opener.open(ns.clone()).await.unwrap();
     store.setup().await.unwrap();
-    // A vault writes its key's nonce counter in the reserved namespace,
-    // which is not a namespace of sessions.
+    // A vault sealing a session counts its key's nonces in the reserved
+    // namespace, which is not a namespace of sessions.
     let vault = TokenVault::open(
         Arc::clone(&store),
         KeyConfig::new(EncryptionKey::from_bytes(&[9; 32]).unwrap()),
     )
     .await
     .unwrap();
+    let now = unix_now();
+    vault
+        .save_session(&Session {
+            jti: "j1".into(),
+            sub: "s1".into(),
+            refresh_token: SecretString::from("rt".to_owned()),
+            user_info: broker_core::serde_json::json!({}).into(),
+            expires_at: now + 600,
+            auth_time: now,
+        })
+        .await
+        .unwrap();
     drop(vault);
 
     let listed = opener.namespaces().await.unwrap();
@@ -53,7 +66,7 @@ async fn namespaces_are_listed_and_never_created(opener: &StoreOpener) {
     assert_eq!(listed, sorted);
 
     let again = opener.open_existing(ns.clone()).await.unwrap();
-    assert_eq!(again.stats().await.unwrap().live_sessions, 0);
+    assert_eq!(again.stats().await.unwrap().live_sessions, 1);
     match opener.open_existing(typo.clone()).await {
         Err(OpenError::NoNamespace {
             namespace,
