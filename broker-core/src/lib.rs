@@ -1,25 +1,4 @@
-//! The core of an OIDC token broker's server-side state: the
-//! [`BrokerStore`] trait every backend implements, the records it keeps,
-//! one typed [`StoreError`], AES-256-GCM sealing with key rotation
-//! ([`crypto`], [`keys`]), the [`TokenVault`] facade applications use, and a
-//! [`MemoryStore`].
-//!
-//! A store never sees a plaintext secret: the vault seals each session's
-//! refresh token and user_info, bound to its `jti`, `sub`, expiry and
-//! namespace, before handing it over, and verifies it on the way back.
-//!
-//! ```
-//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-//! use std::sync::Arc;
-//! use broker_core::{KeyConfig, MemoryStore, TokenVault};
-//!
-//! let store = Arc::new(MemoryStore::new()); // or store_sled / store_postgres / ...
-//! let vault = TokenVault::open(store, KeyConfig::passphrase("from a secret manager".to_owned())).await?;
-//! let pem = vault.load_or_create_signing_key(|| "-----BEGIN PRIVATE KEY-----...".to_owned().into()).await?;
-//! # let _ = pem;
-//! # Ok::<(), broker_core::StoreError>(())
-//! # }).unwrap();
-//! ```
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -1,9 +1,54 @@
 #![doc = include_str!("../README.md")]
 //!
+//! # Namespaces
+//!
+//! A mistyped `--namespace` cannot create an empty one and report "revoked
+//! 0 sessions": every command but `init` opens with
+//! [`StoreOpener::existing`] and [`StoreOpener::open_existing`], and
+//! `migrate` needs its destination namespace created with `init` first
+//! (same key). Namespaces are found in the database's catalogue (sled
+//! trees, PostgreSQL tables in the current schema, MongoDB collections,
+//! Redis `<ns>:meta` keys on every master); a `memory://` store starts
+//! empty in every process. A key or passphrase variable that is unset or
+//! set but empty is an error.
+//!
+//! # migrate
+//!
+//! Streams page by page, leaves the source untouched, is safe to re-run
+//! (writes are upserts; revocation markers go first and again at the end;
+//! peers are checked against the source's key and tagged again for the
+//! destination), saves its cursor in `--resume-file` to continue where a
+//! stopped run ended (`--max-sessions` copies in chunks), and checks the
+//! destination's count at the end. The resume file is created mode 0600
+//! (written to a new file, then renamed; a symbolic link at its path is
+//! refused) and identifies the migration by a salted SHA-256 of both URLs
+//! *without their passwords* and both namespaces. A destination on another
+//! database has its own nonce budget per key (a warning says so). See
+//! [`migrate`].
+//!
+//! # rekey
+//!
+//! Re-encrypts with compare-and-set and skips what is already under the
+//! new key, so a killed run resumes; from its start the old key no longer
+//! seals (workers still using it fail with "retired"), and it retires the
+//! old key only once a pass after the settle time finds nothing left under
+//! it; unreadable rows are counted and reported, not fatal. `migrate` and
+//! `rekey` draw a progress bar on a terminal. Every command shuts its
+//! database client down before exiting.
+//!
+//! # check and bench
+//!
+//! `check` runs every conformance case in a throwaway namespace and drops
+//! it afterwards. `bench` times save/get/take/delete at concurrency 1 and
+//! 32 through the store and, in the same run, the same single statement
+//! through the same pool (ops/s, p50/p99, ratio), plus `purge_expired` and
+//! a paged scan with peak RSS, in a throwaway namespace; see
+//! `docs/BENCHMARKS.md` and [`mod@bench`].
+//!
 //! # The library
 //!
 //! The commands' building blocks, for tools of your own: [`migrate`] and
-//! [`bench`], and [`StoreOpener`], which opens what [`store_url`] opens
+//! [`bench`](mod@bench), and [`StoreOpener`], which opens what [`store_url`] opens
 //! plus the test stores `memory://` (a fresh [`MemoryStore`], gone at exit)
 //! and `mutant://<name>` (an in-memory store with one planted bug,
 //! [`conformance::mutants`], to see `check` fail). An application opening

@@ -1,25 +1,4 @@
-//! A PostgreSQL [`BrokerStore`] on [`sqlx`], for an OIDC token broker's
-//! server-side state.
-//!
-//! Build it on the [`PgPool`] your application already has
-//! ([`PostgresStore::new`], which never closes that pool) or from a URL
-//! ([`PostgresStore::connect`]), then call [`BrokerStore::setup`] (or
-//! [`PostgresStore::migrate`]) once at start-up:
-//!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use broker_core::{BrokerStore, Namespace};
-//! use store_postgres::PostgresStore;
-//!
-//! // The pool your web API already uses.
-//! let pool = store_postgres::sqlx::PgPool::connect("postgres://app@localhost/app").await?;
-//! let store = PostgresStore::new(pool.clone())
-//!     .with_schema("auth")?
-//!     .with_namespace(Namespace::new("broker")?);
-//! store.setup().await?; // creates auth.broker_sessions, ... if missing
-//! assert!(store.get_session("no-such-jti").await?.is_none());
-//! # Ok(()) }
-//! ```
+#![doc = include_str!("../README.md")]
 //!
 //! # Tables
 //!
@@ -54,7 +33,7 @@
 //! Nothing relies on session state (no session-level `SET`, no session
 //! advisory lock), so the store works behind PgBouncer in transaction
 //! mode; there, also call [`PostgresStore::with_prepared_statements`]
-//! with `false` (see the README).
+//! with `false` (see [PgBouncer](#behind-pgbouncer-transaction-pooling)).
 //!
 //! # Revocation never wears off
 //!
@@ -89,6 +68,56 @@
 //! An operation returns only after PostgreSQL committed it; whether a
 //! commit survives a crash is the server's configuration (`fsync`,
 //! `synchronous_commit`), as for the rest of your data.
+//!
+//! # Time
+//!
+//! The injected `Clock` of the calling process
+//! ([`PostgresStore::with_clock`], the system clock by default) decides
+//! everything: its `now` is bound into each statement for expiry, marker
+//! keep time and purge; the server's clock decides nothing. With several
+//! workers, skew moves each worker's decisions by its offset: a worker
+//! ahead sees sessions and markers expire early, one behind sees them live
+//! longer. A worker ahead by more than a marker's remaining keep time saves
+//! a session the marker hides (as if the refresh came after the keep time);
+//! any purge still deletes it while the marker is stored. Keep clocks in
+//! sync (NTP).
+//!
+//! # Behind PgBouncer (transaction pooling)
+//!
+//! Works, tested through PgBouncer 1.18 in transaction mode: build the pool
+//! with `PgConnectOptions::statement_cache_capacity(0)` **and** call
+//! `.with_prepared_statements(false)` on the store. sqlx 0.9 still sends a
+//! *named* statement per query when its cache is off (never closed), and
+//! PgBouncer hands the next transaction to another server connection:
+//! without unnamed statements you get `42P05 prepared statement "sqlx_s_1"
+//! already exists`. Nothing else depends on session state: isolation and
+//! timeouts are `SET LOCAL` inside each transaction, advisory locks are
+//! transaction-scoped (migrations and subject locks), and every statement
+//! runs inside the operation's transaction, so it stays on one server
+//! connection.
+//!
+//! # Tests
+//!
+//! They run against a real PostgreSQL 15. From the workspace root:
+//!
+//! ```sh
+//! scripts/servers/postgres.sh install            # apt-get install postgresql-15 if missing
+//! scripts/servers/pgbouncer.sh install           # apt-get install pgbouncer if missing
+//! eval "$(scripts/servers/postgres.sh start)"    # 127.0.0.1:55432, exports BROKER_TEST_POSTGRES_URL
+//! eval "$(scripts/servers/pgbouncer.sh start)"   # 127.0.0.1:56432, exports BROKER_TEST_PGBOUNCER_URL
+//! cargo test -p store-postgres
+//! scripts/servers/pgbouncer.sh stop; scripts/servers/postgres.sh stop
+//! ```
+//!
+//! Without `BROKER_TEST_POSTGRES_URL` (and no Docker engine for
+//! testcontainers) the server tests are skipped with a loud banner; under
+//! `CI=true` they fail instead. `tests/pool_settings.rs` runs the suite
+//! again on a `serializable`-default pool and on a statement-cache-off
+//! pool; `tests/pgbouncer.rs` runs it through PgBouncer
+//! (`BROKER_TEST_PGBOUNCER_URL`); `tests/restart.rs` is rule 18
+//! (`restart_suite!`) through `BROKER_TEST_POSTGRES_RESTART_CMD` (required
+//! under `CI=true`); `tests/transactions.rs` covers timed-out calls never
+//! committing, saves racing revocations and a `ManualClock`.
 
 #![warn(missing_docs)]
 

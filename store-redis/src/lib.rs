@@ -1,4 +1,101 @@
 #![doc = include_str!("../README.md")]
+//!
+//! # Layout
+//!
+//! Format `store-redis/2`: `setup` refuses a namespace of another format
+//! with `SetupError::Format` (no migration). Keys start with
+//! `<namespace>:`; a `jti` or `sub` appears only hex-encoded, so it can
+//! neither pick a hash slot nor collide. A session is a string (native
+//! expiry `EXAT expires_at`) in one of 64 buckets; its bucket's scan and
+//! expiry indexes, tombstones and receipts share its slot. A subject's
+//! index of jtis and its revocation marker share the subject's slot. Every
+//! script declares its keys; on a cluster none touches two slots. Details:
+//! `src/keys.rs`.
+//!
+//! # Round trips
+//!
+//! get = one `GET` (`GETEX` on a cluster), take = delete = one script;
+//! save/create = one script on one server (`Topology::SingleNode`, which
+//! `connect` picks on `cluster_enabled:0`), two on a cluster or unknown
+//! (`Topology::Cluster`: the subject's slot, then the session's). Assert
+//! `SingleNode` only for one server, never for a sharding proxy.
+//!
+//! # Revocation never wears off
+//!
+//! No store keeps a session a kept marker hides, so reads need no marker. A
+//! save checks the marker in the same atomic step that indexes the session
+//! under its subject, and refuses a hidden one (returns `Ok`, stores
+//! nothing). A revoke merges the marker (later `revoked_at` and
+//! `keep_until` win), then for every jti in the subject's index leaves a
+//! *tombstone* in that session's slot and deletes the session: a cluster
+//! save that indexed itself before the marker existed meets the tombstone.
+//! Take, delete and revoke never un-index (entries go once expired for 5
+//! min), so a session saved during a revoke is always found by the next
+//! one. Markers and tombstones never expire: `purge_expired` forgets them
+//! past `keep_until`. A revoke that stopped halfway stays registered as
+//! pending; purge finishes it (deleting only what the marker hides) before
+//! it may forget the marker.
+//!
+//! # Time
+//!
+//! The store's injected `Clock` (`with_clock`, system clock by default)
+//! decides: its `now` is passed to every script, for expiry checks on read,
+//! marker and tombstone hiding, index trimming, purge. The server's clock
+//! only drives native expiry: sessions at `expires_at`, subject indexes 5
+//! min after their last entry, receipts. A session is returned while both
+//! agree it is live. Skew: a worker whose clock runs ahead sees sessions
+//! expire and markers end early (by the skew); one behind, late; a server
+//! clock ahead drops sessions early. Keep clocks within seconds (NTP); skew
+//! over 5 min can make a revoke miss sessions of another worker's clock.
+//!
+//! # Replicas
+//!
+//! Reads never go to a replica: every read is a script or `GETEX`, which
+//! redis-rs sends to the primary even on a cluster handle built with
+//! `read_routing_strategy`/`read_from_replicas`; `setup` refuses a server
+//! that reports `role:slave` (`SetupError::Replica`). Replication is
+//! asynchronous: a failover can lose recent writes (see `WAIT` /
+//! `min-replicas-to-write`).
+//!
+//! # Retries
+//!
+//! redis-rs re-sends a request on Redis Cluster after a response timeout,
+//! and the first copy may have run. Create, take, delete, compare-and-set
+//! (`replace_session_blob`, `replace_record`) and revoke carry a random
+//! per-call token and leave a receipt for `RECEIPT_TTL` (60 s); a copy that
+//! finds its receipt answers as the first did (a take's receipt is the
+//! taken, sealed session). Saves and record creates are idempotent as they
+//! are; a re-sent `delete_peer` may report `false`.
+//!
+//! # Eviction
+//!
+//! `setup` reads `maxmemory_policy` from `INFO` (every primary on a
+//! cluster) and fails with `SetupError::EvictingPolicy { policy }` for any
+//! policy but `noeviction`: `allkeys-*` may evict markers and tombstones,
+//! `volatile-*` sessions and subject indexes (they have TTLs), and either
+//! lets a revoked session back. `.allow_eviction()` opts out of the check.
+//!
+//! # Durability
+//!
+//! Run with `appendonly yes` and `appendfsync always` on persistent disks
+//! to lose no acknowledged write in a crash.
+//!
+//! # Timeouts and errors
+//!
+//! `connect`/`connect_cluster` use 2 s connect and 3 s response timeouts
+//! (cluster: 6 s overall, 3 retries); `ReconnectingCluster` rebuilds the
+//! cluster connection after all nodes were lost. I/O, timeouts, `LOADING`,
+//! `CLUSTERDOWN`, `TRYAGAIN`, `MASTERDOWN`, unfollowable redirects →
+//! `Unavailable`; others → `Backend`, redacted to category and code.
+//!
+//! # Tests
+//!
+//! `eval "$(scripts/servers/redis.sh start)"` starts a single node (56379)
+//! and a 3-master cluster (57001-57003). `cargo test -p store-redis` runs
+//! the conformance suite per topology, Redis-specific checks, a private 3+3
+//! replica cluster (needs `redis-server`), and rule 18 per topology in its
+//! own binary. Without servers the tests skip loudly (and fail under
+//! `CI=true`).
 #![warn(missing_docs)]
 
 mod connect;

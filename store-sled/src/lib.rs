@@ -1,6 +1,6 @@
-//! An embedded [`BrokerStore`] on [`sled`]: no server, no set-up, one
-//! directory on disk. The default backend of `brokerctl demo` and the quick
-//! start.
+#![doc = include_str!("../README.md")]
+//!
+//! # Trees and write order
 //!
 //! Each namespace `ns` is a set of sled trees: `ns/sessions` (by `jti`),
 //! `ns/by_expiry` and `ns/by_subject` (indexes), `ns/revocations` and
@@ -59,6 +59,61 @@
 //! concurrent `flush_async` calls racing a transaction deadlock sled 0.34
 //! (each pool thread waits for sled's global lock held by a flush that is
 //! itself waiting for a log write queued behind them on the same pool).
+//!
+//! # Time
+//!
+//! One clock decides everything: the store's injected `Clock`
+//! ([`SledStore::with_clock`], the system clock by default) of the one
+//! process that has the database open. It decides expiry (`expires_at <=
+//! now` is gone), whether a marker is still kept, and what purge removes.
+//! There is no second worker process, so no clock skew between workers;
+//! moving the clock back only makes sessions and markers live longer until
+//! it catches up.
+//!
+//! # File permissions
+//!
+//! On Unix, [`SledStore::open`], [`SledStore::open_default`] and
+//! [`SledStore::from_config`] create the database directory with mode 0700
+//! and, after opening, take group and other permissions off it and
+//! everything in it (files 0600, directories 0700), whatever the process's
+//! umask: the files hold sealed data only, but also who has sessions and
+//! when. Symbolic links inside are neither followed nor changed. A
+//! `sled::Db` you open yourself and hand to [`SledStore::from_db`] is left
+//! as it is.
+//!
+//! # Durability
+//!
+//! - [`Durability::Flush`] (default): every write is flushed and fsynced
+//!   before the call returns — an acknowledged write survives a crash,
+//!   `SIGKILL` or power loss.
+//! - [`Durability::Periodic`] ([`SledStore::with_durability`]): sled's
+//!   background flusher writes every `flush_every_ms` (500 ms with
+//!   [`SledStore::open`]; set your own with [`SledStore::from_config`]).
+//!   Much faster; a crash loses the last interval. `store.flush().await`
+//!   forces a flush.
+//!
+//! One process at a time: sled locks the directory. A second `open` of a
+//! path in use fails at once with [`StoreError::Unavailable`] whose source
+//! is [`DatabaseLocked`] ("another process has it open"); share one
+//! `sled::Db` through [`SledStore::from_db`] inside a process.
+//!
+//! # Tests
+//!
+//! Sled needs no server, so every test always runs: `cargo test -p
+//! store-sled` runs the whole conformance suite (one test per case, each on
+//! a fresh database in a temporary directory, "no plaintext at rest"
+//! reading every tree and every file on disk), a differential test against
+//! `MemoryStore` with index checks, racing writers of the same sessions
+//! from 16 tasks (indexes checked after), the "no marker" cache against
+//! markers written through other handles, a SIGKILL crash test (a child
+//! process reports each durable write; all are there after reopening), and
+//! the two-process lock test. Rule 18 (a database server restarting) does
+//! not apply to an embedded store: the factory's `restart_server` returns
+//! `Ok(None)`, and those crash and process tests cover what sled promises
+//! instead. `src/tests_lifecycle.rs` covers handles surviving another
+//! handle's `drop_namespace` + `setup`, the purge sweep of crash leftovers,
+//! saves racing revocations across handles, and a `ManualClock` moving time
+//! for expiry, revocation and purge.
 
 #![warn(missing_docs)]
 
