@@ -87,8 +87,9 @@
 //!
 //! [`MongoStore::connect`] sets server selection to 5 s and connect to 3 s
 //! unless the URL says otherwise; a store built with [`MongoStore::new`]
-//! uses your client's settings. Every operation is also bounded by 20 s
-//! ([`MongoStore::with_operation_timeout`]). Network, server-selection,
+//! uses your client's settings. Every operation is also bounded by
+//! [`DEFAULT_OPERATION_TIMEOUT`] (10 s;
+//! [`MongoStore::with_operation_timeout`]), as on every server store. Network, server-selection,
 //! shutdown/step-down and timeout failures → [`StoreError::Unavailable`];
 //! others → [`StoreError::Backend`]. Driver errors are redacted to category
 //! + code (server messages can quote keys).

@@ -82,8 +82,10 @@
 //!
 //! # Timeouts and errors
 //!
+//! Every operation is bounded by [`DEFAULT_OPERATION_TIMEOUT`] (10 s;
+//! [`RedisStore::with_operation_timeout`]), as on every server store.
 //! `connect`/`connect_cluster` use 2 s connect and 3 s response timeouts
-//! (cluster: 6 s overall, 3 retries); `ReconnectingCluster` rebuilds the
+//! (cluster: 6 s overall, 3 retries); [`ReconnectingCluster`] rebuilds the
 //! cluster connection after all nodes were lost. I/O, timeouts, `LOADING`,
 //! `CLUSTERDOWN`, `TRYAGAIN`, `MASTERDOWN`, unfollowable redirects →
 //! `Unavailable`; others → `Backend`, redacted to category and code.

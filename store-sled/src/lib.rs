@@ -78,7 +78,7 @@
 //! everything in it (files 0600, directories 0700), whatever the process's
 //! umask: the files hold sealed data only, but also who has sessions and
 //! when. Symbolic links inside are neither followed nor changed. A
-//! `sled::Db` you open yourself and hand to [`SledStore::from_db`] is left
+//! `sled::Db` you open yourself and hand to [`SledStore::new`] is left
 //! as it is.
 //!
 //! # Durability
@@ -95,7 +95,7 @@
 //! One process at a time: sled locks the directory. A second `open` of a
 //! path in use fails at once with [`StoreError::Unavailable`] whose source
 //! is [`DatabaseLocked`] ("another process has it open"); share one
-//! `sled::Db` through [`SledStore::from_db`] inside a process.
+//! `sled::Db` through [`SledStore::new`] inside a process.
 //!
 //! # Tests
 //!

@@ -5,9 +5,10 @@
 
 use std::sync::Arc;
 
-use broker_core::crypto::EncryptionKey;
 use broker_core::secrecy::SecretString;
-use broker_core::{BrokerStore, KeyConfig, Namespace, Session, TokenVault, unix_now};
+use broker_core::{
+    BrokerStore, EncryptionKey, KeyConfig, Namespace, Session, TokenVault, unix_now,
+};
 use store_url::{OpenError, StoreOpener, open_store};
 
 /// Every way an error can be shown, with its causes.
