@@ -246,12 +246,19 @@ mod tests {
         drop(old);
         let keys = KeyConfig::new(EncryptionKey::from_bytes(&[1; 32]).unwrap())
             .rotate_to(EncryptionKey::from_bytes(&[2; 32]).unwrap());
-        let rotated = TokenVault::open(Arc::new(store.clone()), keys).await.unwrap();
+        let rotated = TokenVault::open(Arc::new(store.clone()), keys)
+            .await
+            .unwrap();
         let report = rotated.rekey(|_| {}).await.unwrap();
         assert_eq!(report.records_resealed, 1, "{report:?}");
         let new_only = vault(&store, 2).await;
         assert_eq!(
-            new_only.load_secret("keys").await.unwrap().unwrap().expose(),
+            new_only
+                .load_secret("keys")
+                .await
+                .unwrap()
+                .unwrap()
+                .expose(),
             b"keyset"
         );
         assert_eq!(new_only.key_usage().await.unwrap().get(&old_id), None);
@@ -268,7 +275,10 @@ mod tests {
             .await
             .unwrap();
         let raw = store.get_record("secret.a").await.unwrap().unwrap();
-        assert!(!raw.windows(6).any(|w| w == b"canary"), "stored in the clear");
+        assert!(
+            !raw.windows(6).any(|w| w == b"canary"),
+            "stored in the clear"
+        );
         // Moved to another name, the blob fails to open.
         let b = store.get_record("secret.b").await.unwrap().unwrap();
         store.replace_record("secret.b", &b, &raw).await.unwrap();
