@@ -283,7 +283,8 @@ fn guard_catches_what_it_looks_for() {
         "{text:?}"
     );
     assert!(
-        text.iter().any(|t| t.contains("Login") && t.contains("jwks_uri")),
+        text.iter()
+            .any(|t| t.contains("Login") && t.contains("jwks_uri")),
         "{text:?}"
     );
     assert!(
