@@ -1,6 +1,9 @@
-//! `brokerctl bench` end to end on the embedded stores, with tiny counts: the
-//! JSON report has every operation at every concurrency with positive
-//! figures, and the run leaves nothing behind. No timing assertions.
+//! `brokerctl bench` end to end with tiny counts, on the embedded stores and
+//! on every server backend the environment names (a loud skip otherwise, a
+//! failure under `CI=true`): the JSON report has every operation at every
+//! concurrency with positive figures, loads back into
+//! `brokerctl::bench::BenchReport`, and the run leaves nothing behind. No
+//! timing assertions.
 
 use assert_cmd::Command;
 
@@ -48,7 +51,15 @@ fn positive(v: &serde_json::Value, what: &str) -> f64 {
 
 fn check_report(report: &serde_json::Value, scheme: &str) {
     assert_eq!(report["store"], scheme);
-    assert!(report["sealed_bytes"].as_u64().unwrap() > 1024, "{report}");
+    // A 1 KiB token and a 300-byte user_info, sealed.
+    assert_eq!(report["args"]["user_info"], 300, "{report}");
+    assert!(
+        report["sealed_bytes"].as_u64().unwrap() > 1024 + 300,
+        "{report}"
+    );
+    let typed: brokerctl::bench::BenchReport =
+        serde_json::from_value(report.clone()).expect("the JSON loads as a BenchReport");
+    assert_eq!(&typed.json(), report, "serialises back unchanged");
     let results = report["results"].as_array().expect("results");
     assert_eq!(results.len(), 8, "{report}");
     for op in ["save", "get", "take", "delete"] {
@@ -112,4 +123,46 @@ fn bench_on_sled_reports_every_op_and_cleans_up() {
         .filter(|n| n.starts_with(ns))
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// The URL of a server for the tests, or `None` after a loud skip.
+fn server(get: impl std::future::Future<Output = Option<String>>) -> Option<String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(get)
+}
+
+#[test]
+fn bench_on_postgres_reports_every_op() {
+    if let Some(url) = server(conformance::provision::postgres_url()) {
+        check_report(&bench_json(&url), "postgres");
+    }
+}
+
+#[test]
+fn bench_on_redis_reports_every_op() {
+    if let Some(url) = server(conformance::provision::redis_url()) {
+        check_report(&bench_json(&url), "redis");
+    }
+}
+
+#[test]
+fn bench_on_redis_cluster_reports_every_op() {
+    if let Some(urls) = server(conformance::provision::redis_cluster_urls()) {
+        let nodes: Vec<&str> = urls
+            .split(',')
+            .map(|u| u.trim().trim_start_matches("redis://"))
+            .collect();
+        let url = format!("redis-cluster://{}", nodes.join(","));
+        check_report(&bench_json(&url), "redis-cluster");
+    }
+}
+
+#[test]
+fn bench_on_mongo_reports_every_op() {
+    if let Some(url) = server(conformance::provision::mongo_url()) {
+        check_report(&bench_json(&url), "mongodb");
+    }
 }
