@@ -31,9 +31,11 @@
 //! dropped afterwards ([`BrokerStore::drop_namespace`]), together with the
 //! raw table (unless `--keep`).
 //!
-//! The modules: [`workload`](self) (ids, sessions, the timed driver), the
-//! runner, the raw ceiling (one module per backend behind its feature), the
-//! serde-derived [results](BenchReport) and the text table.
+//! Inside: the workload (ids, sessions, the timed driver), the runner, the
+//! raw ceiling (a trait with one module per backend, each behind its cargo
+//! feature; [`Backend`] picks one), the serde-derived results
+//! ([`BenchReport`], what `--json` prints and `bench-report` reads) and the
+//! text table.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {

@@ -1,0 +1,93 @@
+#![doc = include_str!("../README.md")]
+
+mod docs;
+mod error;
+mod report;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::{Error, Result};
+
+/// The repository root (this crate's parent directory).
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), PathBuf::from)
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "The project's benchmarks: run them, and write docs/BENCHMARKS.md from their JSON"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write docs/BENCHMARKS.md from docs/bench/*.json.
+    Report {
+        /// The documents (default: docs/bench under the repository).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The page (default: docs/BENCHMARKS.md under the repository;
+        /// `-` for stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Write nothing; fail if the page is not what the documents give.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Run benchmarks (all by default), save their JSON under docs/bench,
+    /// then write the page. Server URLs come from the environment (see the
+    /// README).
+    Run(run::RunArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Report { dir, out, check } => report_cmd(dir, out, check),
+        Command::Run(args) => run::run(&root(), &args).and_then(|()| report_cmd(None, None, false)),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench-report: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn report_cmd(dir: Option<PathBuf>, out: Option<PathBuf>, check: bool) -> Result<()> {
+    let dir = dir.unwrap_or_else(|| root().join("docs/bench"));
+    let out = out.unwrap_or_else(|| root().join("docs/BENCHMARKS.md"));
+    let page = report::render(&docs::BenchDir::load(&dir)?);
+    if check {
+        let now = docs::read(&out)?;
+        return if now == page {
+            Ok(())
+        } else {
+            Err(Error::run(
+                format!("{} is stale", out.display()),
+                "regenerate it with `cargo run -p bench-report -- report`",
+            ))
+        };
+    }
+    if out.as_os_str() == "-" {
+        print!("{page}");
+        return Ok(());
+    }
+    std::fs::write(&out, page).map_err(|source| Error::Write {
+        path: out.clone(),
+        source,
+    })?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
