@@ -168,6 +168,9 @@ pub struct PyRun {
     pub started_at: i64,
     /// Wall time (s).
     pub elapsed_secs: f64,
+    /// Preloaded sessions per second.
+    #[serde(default)]
+    pub preload_ops_per_sec: Option<f64>,
     /// Per operation and concurrency.
     pub results: Vec<PyResult>,
     /// 1-minute load average before.
@@ -189,6 +192,9 @@ pub struct PyArgs {
     pub user_info: usize,
     /// Sessions stored first.
     pub sessions: usize,
+    /// Concurrency of that preload.
+    #[serde(default)]
+    pub preload_concurrency: Option<usize>,
 }
 
 /// One operation at one concurrency of a [`PyRun`].

@@ -54,7 +54,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Report { dir, out, check } => report_cmd(dir, out, check),
-        Command::Run(args) => run::run(&root(), &args).and_then(|()| report_cmd(None, None, false)),
+        Command::Run(args) => {
+            // The page even when a benchmark failed (the run still fails).
+            let ran = run::run(&root(), &args);
+            let (out, page) = args.destinations(&root());
+            let written = report_cmd(Some(out), Some(page), false);
+            ran.and(written)
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

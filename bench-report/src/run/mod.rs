@@ -199,8 +199,13 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<()> {
     let mut m = machine::describe(&servers, args.exclusive, idle);
     write_json(&out.join("machine.json"), &m)?;
 
+    // A failed benchmark does not stop the others; the run fails at the end.
+    let mut failed = Vec::new();
     for name in names {
-        step(&ctx, &servers, args, name)?;
+        if let Err(e) = step(&ctx, &servers, args, name) {
+            eprintln!("!! {name} FAILED: {e}");
+            failed.push(format!("{name} ({e})"));
+        }
     }
 
     // The end of the run, next to its start.
@@ -209,7 +214,12 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<()> {
     }
     m.loadavg_end = brokerctl::bench::loadavg();
     m.finished_at = Some(machine::unix_now());
-    write_json(&out.join("machine.json"), &m)
+    write_json(&out.join("machine.json"), &m)?;
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::run("run", format!("failed: {}", failed.join("; "))))
+    }
 }
 
 /// Counts for a full run, or for `--quick`.
