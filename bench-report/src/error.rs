@@ -29,6 +29,11 @@ pub enum Error {
         /// Why.
         source: serde_json::Error,
     },
+    /// The page's generated part cannot be found: its two marker lines
+    /// ([`crate::report::BEGIN`], [`crate::report::END`]) must each appear
+    /// once, in that order, so that nothing written by hand is replaced.
+    #[error("{0}; the generated part must sit between the lines `{begin}` and `{end}`, each once", begin = crate::report::BEGIN, end = crate::report::END)]
+    Markers(String),
     /// A benchmark or tool failed.
     #[error("{what}: {why}")]
     Run {

@@ -1,23 +1,10 @@
-#![doc = include_str!("../README.md")]
-
-mod docs;
-mod error;
-mod report;
-mod run;
+//! The `bench-report` command (see the library's docs).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use bench_report::{Error, Result, report, root, run};
 use clap::{Parser, Subcommand};
-
-use crate::error::{Error, Result};
-
-/// The repository root (this crate's parent directory).
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), PathBuf::from)
-}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,13 +18,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Write docs/BENCHMARKS.md from docs/bench/*.json.
+    /// Write the generated part of docs/BENCHMARKS.md (between its
+    /// `bench-report` markers) from docs/bench/*.json; the rest of the page
+    /// is kept.
     Report {
         /// The documents (default: docs/bench under the repository).
         #[arg(long)]
         dir: Option<PathBuf>,
         /// The page (default: docs/BENCHMARKS.md under the repository;
-        /// `-` for stdout).
+        /// created with a title if missing; `-`: the generated part, with
+        /// its markers, on stdout).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Write nothing; fail if the page is not what the documents give.
@@ -74,9 +64,14 @@ fn main() -> ExitCode {
 fn report_cmd(dir: Option<PathBuf>, out: Option<PathBuf>, check: bool) -> Result<()> {
     let dir = dir.unwrap_or_else(|| root().join("docs/bench"));
     let out = out.unwrap_or_else(|| root().join("docs/BENCHMARKS.md"));
-    let page = report::render(&docs::BenchDir::load(&dir)?);
+    if out.as_os_str() == "-" {
+        let region = report::render(&bench_report::docs::BenchDir::load(&dir)?);
+        print!("{}\n{}\n{}\n", report::BEGIN, region.trim_end(), report::END);
+        return Ok(());
+    }
+    let page = report::regenerate(&dir, &out)?;
     if check {
-        let now = docs::read(&out)?;
+        let now = bench_report::docs::read(&out)?;
         return if now == page {
             Ok(())
         } else {
@@ -85,10 +80,6 @@ fn report_cmd(dir: Option<PathBuf>, out: Option<PathBuf>, check: bool) -> Result
                 "regenerate it with `cargo run -p bench-report -- report`",
             ))
         };
-    }
-    if out.as_os_str() == "-" {
-        print!("{page}");
-        return Ok(());
     }
     std::fs::write(&out, page).map_err(|source| Error::Write {
         path: out.clone(),
