@@ -14,5 +14,11 @@
 # servers' BROKER_TEST_*_URL. BENCH_EXCLUSIVE=1 when nothing else runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+for arg in "$@"; do
+    case "$arg" in
+    -h | --help) # no release build just to print the help
+        exec cargo run -q -p bench-report -- run --help ;;
+    esac
+done
 cargo build --release -p brokerctl -p bench-report
 exec target/release/bench-report run "$@"

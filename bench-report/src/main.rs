@@ -35,8 +35,9 @@ enum Command {
         check: bool,
     },
     /// Run benchmarks (all by default), save their JSON under docs/bench,
-    /// then write the page. Server URLs come from the environment (see the
-    /// README).
+    /// then write the page. Server URLs: BENCH_POSTGRES_URL,
+    /// BENCH_REDIS_URL, BENCH_REDIS_CLUSTER_URL, BENCH_MONGO_URL, each
+    /// defaulting to the test servers' BROKER_TEST_*_URL.
     Run(run::RunArgs),
 }
 
@@ -66,7 +67,12 @@ fn report_cmd(dir: Option<PathBuf>, out: Option<PathBuf>, check: bool) -> Result
     let out = out.unwrap_or_else(|| root().join("docs/BENCHMARKS.md"));
     if out.as_os_str() == "-" {
         let region = report::render(&bench_report::docs::BenchDir::load(&dir)?);
-        print!("{}\n{}\n{}\n", report::BEGIN, region.trim_end(), report::END);
+        print!(
+            "{}\n{}\n{}\n",
+            report::BEGIN,
+            region.trim_end(),
+            report::END
+        );
         return Ok(());
     }
     let page = report::regenerate(&dir, &out)?;

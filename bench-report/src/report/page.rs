@@ -9,7 +9,8 @@ use crate::docs::BenchDir;
 use crate::error::{Error, Result};
 
 /// The line that opens the generated part of `docs/BENCHMARKS.md`.
-pub const BEGIN: &str = "<!-- BEGIN bench-report: generated from docs/bench/*.json; edit outside these markers -->";
+pub const BEGIN: &str =
+    "<!-- BEGIN bench-report: generated from docs/bench/*.json; edit outside these markers -->";
 /// The line that closes it.
 pub const END: &str = "<!-- END bench-report -->";
 

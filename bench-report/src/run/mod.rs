@@ -62,7 +62,7 @@ pub struct RunArgs {
     names: Vec<String>,
     /// Nothing else runs on the machine (also `BENCH_EXCLUSIVE=1`): the page
     /// says so; otherwise it carries a caveat.
-    #[arg(long, env = "BENCH_EXCLUSIVE", value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long, hide_env_values = true, env = "BENCH_EXCLUSIVE", value_parser = clap::builder::FalseyValueParser::new())]
     exclusive: bool,
     /// Where the JSON goes (default: docs/bench); the page then goes next
     /// to it as BENCHMARKS.md unless `--page` says otherwise.
@@ -83,7 +83,12 @@ pub struct RunArgs {
     idle_below: f64,
     /// The Redis database `redis-benchmark` writes to (must be empty; it is
     /// flushed afterwards).
-    #[arg(long, env = "BENCH_REDIS_BENCHMARK_DB", default_value_t = 15)]
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "BENCH_REDIS_BENCHMARK_DB",
+        default_value_t = 15
+    )]
     redis_benchmark_db: u32,
 }
 
