@@ -28,7 +28,7 @@ pub fn splice(existing: Option<&str>, region: &str) -> Result<String> {
     let Some(text) = existing else {
         return Ok(new_page(region));
     };
-    let find = |marker: &str| {
+    let find = |marker: &str, name: &str| {
         let mut at = text
             .split_inclusive('\n')
             .scan(0, |offset, line| {
@@ -39,12 +39,12 @@ pub fn splice(existing: Option<&str>, region: &str) -> Result<String> {
             .filter(|(_, _, line)| line.trim_end() == marker);
         match (at.next(), at.next()) {
             (Some((start, end, _)), None) => Ok((start, end)),
-            (None, _) => Err(Error::Markers(format!("no line {marker:?}"))),
-            (Some(_), Some(_)) => Err(Error::Markers(format!("{marker:?} twice"))),
+            (None, _) => Err(Error::Markers(format!("no {name} marker"))),
+            (Some(_), Some(_)) => Err(Error::Markers(format!("the {name} marker twice"))),
         }
     };
-    let (_, after_begin) = find(BEGIN)?;
-    let (before_end, _) = find(END)?;
+    let (_, after_begin) = find(BEGIN, "BEGIN")?;
+    let (before_end, _) = find(END, "END")?;
     if before_end < after_begin {
         return Err(Error::Markers("the end marker comes first".into()));
     }
@@ -130,6 +130,6 @@ mod tests {
         assert_eq!(again, format!("{first}\n## Broker\n\nby hand\n"));
         std::fs::write(&page, "# by hand only\n").unwrap();
         let e = regenerate(tmp.path(), &page).unwrap_err().to_string();
-        assert!(e.contains("BENCHMARKS.md") && e.contains("no line"), "{e}");
+        assert!(e.contains("BENCHMARKS.md") && e.contains("no BEGIN marker"), "{e}");
     }
 }
