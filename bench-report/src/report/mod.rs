@@ -94,6 +94,11 @@ fn how_to_run(d: &mut Doc) {
          session, in database 15 (`BENCH_REDIS_BENCHMARK_DB`: it must be empty, and is flushed \
          afterwards). Passwords reach `psql` and `pgbench` through libpq's environment, never a \
          command line, and never appear on this page.",
+        "- Sections of their own (the issuer's, the broker's): write them by hand as `##` \
+         sections above the `BEGIN bench-report` marker line or below the `END` one. \
+         `bench-report` rewrites only the lines between the two markers and keeps the rest \
+         byte for byte; it refuses a page where either marker is missing or doubled, rather \
+         than overwrite it.",
         "- Why a crate of its own (`bench-report`, `publish = false`) rather than a `brokerctl` \
          subcommand: writing this page and driving criterion, `pgbench`, `redis-benchmark` and \
          Python is the project's own upkeep, not an operator's task, so the published CLI keeps \

@@ -130,6 +130,9 @@ mod tests {
         assert_eq!(again, format!("{first}\n## Broker\n\nby hand\n"));
         std::fs::write(&page, "# by hand only\n").unwrap();
         let e = regenerate(tmp.path(), &page).unwrap_err().to_string();
-        assert!(e.contains("BENCHMARKS.md") && e.contains("no BEGIN marker"), "{e}");
+        assert!(
+            e.contains("BENCHMARKS.md") && e.contains("no BEGIN marker"),
+            "{e}"
+        );
     }
 }
