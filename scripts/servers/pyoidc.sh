@@ -14,8 +14,10 @@
 # which is also its issuer). The service's log holds method, path and status
 # of each request, never a body (no token, no PEM).
 #
-# Pins: py-oidc-auth 2606.0.0 fails at import without greenlet (SQLAlchemy
-# 2.1 made it optional; BROKER.md §1.10), so greenlet is pinned beside it.
+# Pins: every package of the venv, == pinned in pyoidc-requirements.txt and
+# installed with --no-deps (nothing resolves at install time). py-oidc-auth
+# 2606.0.0 fails at import without greenlet (SQLAlchemy 2.1 made it
+# optional; BROKER.md §1.10), so greenlet is pinned there beside it.
 set -euo pipefail
 
 BASE="${BROKER_TEST_DIR:-/tmp/broker-test}"
@@ -27,18 +29,20 @@ LOG="$STATE/server.log"
 HOST=127.0.0.1
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SERVICE="$HERE/pyoidc_peer.py"
-PINS=("py-oidc-auth==2606.0.0" "greenlet==3.5.6")
+REQUIREMENTS="$HERE/pyoidc-requirements.txt"
 
 log() { echo "pyoidc.sh: $*" >&2; }
 
 installed() {
     [ -x "$VENV/bin/python" ] &&
-        "$VENV/bin/python" - "${PINS[@]}" >/dev/null 2>&1 <<'EOF'
+        "$VENV/bin/python" - "$REQUIREMENTS" >/dev/null 2>&1 <<'EOF'
 import sys
 from importlib.metadata import version
-for pin in sys.argv[1:]:
-    name, want = pin.split("==")
-    assert version(name) == want, pin
+for line in open(sys.argv[1]):
+    pin = line.split("#")[0].strip()
+    if pin:
+        name, want = pin.split("==")
+        assert version(name) == want, pin
 import py_oidc_auth.broker.issuer  # fails without greenlet
 EOF
 }
@@ -51,7 +55,10 @@ install() {
     if [ ! -x "$VENV/bin/python" ]; then
         python3 -m venv "$VENV" >&2
     fi
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PINS[@]}" >&2
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps \
+        --requirement "$REQUIREMENTS" >&2
+    "$VENV/bin/pip" check --disable-pip-version-check >&2 \
+        || { log "the pinned set is inconsistent: $REQUIREMENTS"; exit 1; }
     if ! installed; then
         log "py-oidc-auth installed in $VENV but does not import; see: $VENV/bin/python -c 'import py_oidc_auth.broker.issuer'"
         exit 1
