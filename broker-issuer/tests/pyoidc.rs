@@ -215,6 +215,16 @@ async fn a_py_oidc_auth_peer_verifies_our_tokens_across_a_rotation() {
     let issuer_url = format!("http://{}/api", listener.local_addr().unwrap());
     let issuer = open_issuer(&issuer_url).await;
     let route = JwksRoute::serve(listener, issuer.clone());
+    // A peer kept running across test runs may hold a broker for an earlier
+    // issuer on this port: drop it, so the first use below is a startup.
+    let (status, _) = call(
+        &peer,
+        "POST",
+        "/restart",
+        Some(&json!({ "trusted_issuer": issuer_url })),
+    )
+    .await;
+    assert_eq!(status, 200);
 
     // Before rotation: the peer's broker for us is set up on first use
     // (its startup fetch of our JWKS) and verifies our token.
