@@ -5,7 +5,13 @@
 //! Ids: `mint/<alg>/broker`, `mint/<alg>/raw`, `verify/<alg>/broker`,
 //! `verify/<alg>/raw`. Targets: broker ≥ 0.95 × raw for mint, ≥ 0.90 × raw
 //! for verify (rates). `scripts/bench-issuer.sh` runs this and writes
-//! `docs/bench/issuer-criterion.json`.
+//! `target/bench-issuer/issuer-criterion.json`.
+//!
+//! One more id per algorithm, `mint/<alg>/cached-key`, is no target but the
+//! ceiling: the same JWS (same header and claims bytes) signed with an
+//! aws-lc key pair parsed once. jsonwebtoken 12's aws-lc backend parses (and
+//! for RSA validates) the private key on every `encode`; the gap between
+//! `raw` and `cached-key` is that parse.
 //!
 //! The raw side gets the signing key from the sealed key set through the
 //! vault (as only a holder of the vault key can), the verifying key from
@@ -14,14 +20,19 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use broker_core::{EncryptionKey, KeyConfig, MemoryStore, SystemClock, TokenVault};
 use broker_issuer::keyset::KEYSET_SECRET;
 use broker_issuer::{AccessClaims, Issuer, IssuerConfig, SigningAlg};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
 
@@ -33,6 +44,49 @@ struct Case {
     decoding: DecodingKey,
     validation: Validation,
     token: String,
+    cached: CachedKey,
+}
+
+/// A private key parsed once, as a signer that keeps it would hold it.
+enum CachedKey {
+    Rsa(RsaKeyPair, SystemRandom),
+    Ec(EcdsaKeyPair, SystemRandom),
+    Ed(Ed25519KeyPair),
+}
+
+impl CachedKey {
+    fn new(alg: SigningAlg, pkcs8: &[u8]) -> Self {
+        match alg {
+            SigningAlg::RS256 => {
+                Self::Rsa(RsaKeyPair::from_pkcs8(pkcs8).unwrap(), SystemRandom::new())
+            }
+            SigningAlg::ES256 => Self::Ec(
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8).unwrap(),
+                SystemRandom::new(),
+            ),
+            SigningAlg::EdDSA => Self::Ed(Ed25519KeyPair::from_pkcs8(pkcs8).unwrap()),
+        }
+    }
+
+    /// The JWS of `header` and `claims`, as `jsonwebtoken::encode` builds it.
+    fn mint(&self, header: &Header, claims: &AccessClaims) -> String {
+        let mut jws = URL_SAFE_NO_PAD.encode(serde_json::to_vec(header).unwrap());
+        jws.push('.');
+        jws.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap()));
+        let signature = match self {
+            Self::Rsa(key, rng) => {
+                let mut out = vec![0; key.public_modulus_len()];
+                key.sign(&RSA_PKCS1_SHA256, rng, jws.as_bytes(), &mut out)
+                    .unwrap();
+                out
+            }
+            Self::Ec(key, rng) => key.sign(rng, jws.as_bytes()).unwrap().as_ref().to_vec(),
+            Self::Ed(key) => key.sign(jws.as_bytes()).as_ref().to_vec(),
+        };
+        jws.push('.');
+        jws.push_str(&URL_SAFE_NO_PAD.encode(signature));
+        jws
+    }
 }
 
 fn case(alg: SigningAlg) -> Case {
@@ -103,6 +157,15 @@ fn case(alg: SigningAlg) -> Case {
     }
     issuer.verify_own(&raw).unwrap();
     jsonwebtoken::decode::<AccessClaims>(&token, &decoding, &validation).unwrap();
+    let cached = CachedKey::new(alg, &pkcs8);
+    let by_cached = cached.mint(&header, &claims);
+    if alg != SigningAlg::ES256 {
+        assert_eq!(
+            by_cached, token,
+            "{alg:?}: the cached key signs the same bytes"
+        );
+    }
+    issuer.verify_own(&by_cached).unwrap();
 
     Case {
         issuer,
@@ -112,6 +175,7 @@ fn case(alg: SigningAlg) -> Case {
         decoding,
         validation,
         token,
+        cached,
     }
 }
 
@@ -124,6 +188,9 @@ fn mint_verify(c: &mut Criterion) {
         });
         g.bench_function("raw", |b| {
             b.iter(|| jsonwebtoken::encode(&k.header, black_box(&k.claims), &k.encoding).unwrap())
+        });
+        g.bench_function("cached-key", |b| {
+            b.iter(|| k.cached.mint(&k.header, black_box(&k.claims)))
         });
         g.finish();
 
@@ -145,6 +212,87 @@ fn mint_verify(c: &mut Criterion) {
     }
 }
 
+/// Broker / raw rate ratios measured in pairs: each round times a block of
+/// broker calls and a block of raw calls back to back (in alternating
+/// order), and the ratio is taken per round, so load that changes over
+/// seconds on a shared machine cancels out. Written as JSON to the file
+/// named by `BENCH_ISSUER_PAIRED` (`scripts/bench-issuer.sh` sets it);
+/// skipped when it is unset.
+fn paired() {
+    let Some(out) = std::env::var_os("BENCH_ISSUER_PAIRED") else {
+        return;
+    };
+    const ROUNDS: usize = 40;
+    const BLOCK: Duration = Duration::from_millis(25);
+    fn time(n: u32, f: &mut dyn FnMut()) -> Duration {
+        let start = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        start.elapsed()
+    }
+    let mut rows = Vec::new();
+    for alg in [SigningAlg::RS256, SigningAlg::ES256, SigningAlg::EdDSA] {
+        let k = case(alg);
+        for op in ["mint", "verify"] {
+            let mut broker: Box<dyn FnMut()> = match op {
+                "mint" => Box::new(|| {
+                    black_box(k.issuer.mint(black_box(&k.claims)).unwrap());
+                }),
+                _ => Box::new(|| {
+                    black_box(k.issuer.verify_own(black_box(&k.token)).unwrap());
+                }),
+            };
+            let mut raw: Box<dyn FnMut()> = match op {
+                "mint" => Box::new(|| {
+                    black_box(
+                        jsonwebtoken::encode(&k.header, black_box(&k.claims), &k.encoding).unwrap(),
+                    );
+                }),
+                _ => Box::new(|| {
+                    black_box(
+                        jsonwebtoken::decode::<AccessClaims>(
+                            black_box(&k.token),
+                            &k.decoding,
+                            &k.validation,
+                        )
+                        .unwrap(),
+                    );
+                }),
+            };
+            let one = time(3, &mut *raw) / 3;
+            let n = (BLOCK.as_nanos() / one.as_nanos().max(1)).clamp(1, 10_000) as u32;
+            let mut ratios: Vec<f64> = (0..ROUNDS)
+                .map(|round| {
+                    let (b, r) = if round % 2 == 0 {
+                        let b = time(n, &mut *broker);
+                        (b, time(n, &mut *raw))
+                    } else {
+                        let r = time(n, &mut *raw);
+                        (time(n, &mut *broker), r)
+                    };
+                    r.as_secs_f64() / b.as_secs_f64()
+                })
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            let id = format!("{op}/{}", alg.name());
+            let (q1, med, q3) = (
+                ratios[ROUNDS / 4],
+                ratios[ROUNDS / 2],
+                ratios[3 * ROUNDS / 4],
+            );
+            eprintln!(
+                "paired {id}: broker / raw = {med:.3} (IQR {q1:.3} – {q3:.3}, {ROUNDS} rounds of {n})"
+            );
+            rows.push(serde_json::json!({
+                "id": id, "median": med, "q1": q1, "q3": q3,
+                "rounds": ROUNDS, "calls_per_block": n,
+            }));
+        }
+    }
+    std::fs::write(out, serde_json::to_vec_pretty(&rows).unwrap()).unwrap();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
@@ -153,4 +301,9 @@ criterion_group! {
         .sample_size(50);
     targets = mint_verify
 }
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    paired();
+    Criterion::default().configure_from_args().final_summary();
+}
