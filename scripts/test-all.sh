@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Run every test with every server started for it: installs (if missing)
 # and starts throwaway PostgreSQL (with PgBouncer in front of it),
-# Redis (single node and a 3-master cluster) and a MongoDB-wire-protocol server on 127.0.0.1, runs
+# Redis (single node and a 3-master cluster), a MongoDB-wire-protocol server and a
+# py-oidc-auth 2606.0.0 broker (the interop peer) on 127.0.0.1, runs
 # `cargo test --workspace`, then stops exactly the servers it started.
 # Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-servers=(postgres pgbouncer redis mongo)
+servers=(postgres pgbouncer redis mongo pyoidc)
 started=()
 stop_all() {
   for s in "${started[@]}"; do
