@@ -79,7 +79,7 @@ impl NanoidpEnv {
     }
 
     /// [`from_env`](Self::from_env), or a loud skip notice (past the test
-    /// harness's capture) and `None`; under `CI=true` a panic naming the
+    /// harness's capture, once per process) and `None`; under `CI=true` a panic naming the
     /// variable, because in CI a skipped IdP test is a failure.
     pub fn require() -> Option<Self> {
         if let Some(env) = Self::from_env() {
@@ -90,12 +90,15 @@ impl NanoidpEnv {
         if in_ci() {
             panic!("CI=true and {message}: a skipped IdP test is a failure in CI");
         }
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n================================================================\n\
-             SKIPPING NANOIDP TESTS: {message}\n\
-             ================================================================"
-        );
+        static BANNER: std::sync::Once = std::sync::Once::new();
+        BANNER.call_once(|| {
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n================================================================\n\
+                 SKIPPING NANOIDP TESTS: {message}\n\
+                 ================================================================"
+            );
+        });
         None
     }
 }
