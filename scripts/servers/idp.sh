@@ -12,6 +12,7 @@
 # What it configures (nanoidp's `init` writes the rest):
 #   issuer      http://127.0.0.1:PORT (= the listen URL; nanoidp's default
 #               issuer is http://localhost:8000, which would not match)
+#   keys        jwt.keys_dir = $STATE/config/keys (never the caller's cwd)
 #   rotation    oauth.refresh_token_rotation: true (a replayed refresh token
 #               is refused and revokes its family)
 #   client      demo-client / demo-secret, written by `init`; nanoidp accepts
@@ -76,6 +77,9 @@ oauth = settings.setdefault("oauth", {})
 oauth["issuer"] = url
 oauth["audience"] = audience
 oauth["refresh_token_rotation"] = True
+# nanoidp resolves its default keys_dir ("./keys") against its working
+# directory: pin it under the state dir so no keys land in the repository.
+settings.setdefault("jwt", {})["keys_dir"] = f"{conf}/keys"
 with open(f"{conf}/settings.yaml", "w") as f:
     yaml.safe_dump(settings, f, sort_keys=False)
 with open(f"{conf}/users.yaml") as f:
@@ -151,9 +155,10 @@ launch() {
         log "port $PORT is already in use by a process this script did not start"
         exit 1
     fi
-    # setsid: the server must not die with the shell that started it.
-    setsid "$VENV/bin/python" -m nanoidp --config "$CONF" --host "$HOST" --port "$PORT" \
-        >>"$LOG" 2>&1 </dev/null &
+    # setsid: the server must not die with the shell that started it. Run it
+    # from the state dir, so any relative path it writes stays there.
+    (cd "$STATE" && exec setsid "$VENV/bin/python" -m nanoidp --config "$CONF" --host "$HOST" --port "$PORT" \
+        >>"$LOG" 2>&1 </dev/null) &
     echo $! >"$PIDFILE"
     for _ in $(seq 1 300); do
         if answers; then
