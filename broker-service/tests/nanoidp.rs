@@ -11,8 +11,13 @@
 //! family and the IdP's refresh token). Without `BROKER_TEST_IDP_URL`: a
 //! loud skip; under `CI=true`: a failure. Its own test binary: it needs a
 //! server.
+//!
+//! A31 for this run: everything is logged at TRACE into one capture, which
+//! must hold none of the tokens, IdP tokens, codes, PKCE verifier, client
+//! secret or PEM seen in the run.
 
-use std::sync::Arc;
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use broker_core::{EncryptionKey, KeyConfig, MemoryStore, Namespace, SystemClock, TokenVault};
 use broker_issuer::IssuerConfig;
@@ -26,6 +31,76 @@ use conformance::provision::{Server, server_url};
 use secrecy::{ExposeSecret as _, SecretString};
 
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
+
+/// Every log line of this process, at TRACE, spans included.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The capture, installed as the global subscriber on first use (global,
+/// so spawned tasks are seen too).
+fn capture() -> &'static Capture {
+    static CAPTURE: OnceLock<Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+        capture
+    })
+}
+
+/// Secrets a test saw, checked against the capture at its end.
+#[derive(Default)]
+struct Seen(Vec<(&'static str, String)>);
+
+impl Seen {
+    fn add(&mut self, what: &'static str, secret: impl Into<String>) {
+        let secret = secret.into();
+        assert!(secret.len() >= 8, "{what} is too short to look for");
+        self.0.push((what, secret));
+    }
+
+    /// A broker token response: both tokens, and the refresh secret alone.
+    fn tokens(&mut self, t: &TokenResponse) {
+        self.add("access token", &t.access_token);
+        let rt = rt(t);
+        self.add("refresh secret", rt.split_once('.').unwrap().1);
+        self.add("refresh token", rt);
+    }
+
+    /// The capture holds none of the secrets, and does hold the replay
+    /// warning and the refresh span (it captured something).
+    fn assert_not_logged(&self, expect_in_log: &[&str]) {
+        let text = String::from_utf8_lossy(&capture().0.lock().unwrap()).into_owned();
+        for marker in expect_in_log {
+            assert!(text.contains(marker), "the capture lacks {marker:?}");
+        }
+        for (what, secret) in &self.0 {
+            assert!(
+                !text.contains(secret.as_str()),
+                "a {what} is in the TRACE log"
+            );
+        }
+        assert!(!text.contains("-----BEGIN"), "a PEM is in the TRACE log");
+    }
+}
 
 /// A store to run the flows on; `_dir` keeps sled's directory alive.
 struct Backend {
@@ -151,7 +226,12 @@ async fn idp_refresh_status(env: &NanoidpEnv, idp_rt: &str) -> u16 {
 }
 
 /// The form login with the broker's own PKCE (verifier in `state`).
-async fn code_login(env: &NanoidpEnv, broker: &Broker) -> TokenResponse {
+async fn code_login(
+    env: &NanoidpEnv,
+    broker: &Broker,
+    vault: &TokenVault,
+    seen: &mut Seen,
+) -> TokenResponse {
     let url = broker
         .login_url(&LoginRequest {
             redirect_uri: REDIRECT.into(),
@@ -165,10 +245,40 @@ async fn code_login(env: &NanoidpEnv, broker: &Broker) -> TokenResponse {
         .await
         .expect("nanoidp's login form");
     assert!(answer.redirect.starts_with(REDIRECT));
-    broker
+    seen.add("authorization code", &answer.code);
+    let t = broker
         .callback(&answer.code, answer.state.as_deref().expect("state"))
         .await
-        .expect("the callback logs in")
+        .expect("the callback logs in");
+    record(seen, vault, t).await
+}
+
+/// Note the secrets of a fresh token response `t`: its tokens, the IdP
+/// refresh token of its grant and the login's IdP ID token.
+async fn record(seen: &mut Seen, vault: &TokenVault, t: TokenResponse) -> TokenResponse {
+    seen.tokens(&t);
+    seen.add("IdP refresh token", idp_refresh_token(vault, &rt(&t)).await);
+    let jti = rt(&t).split_once('.').unwrap().0.to_owned();
+    let (grant, _) = vault.get_entry(&jti).await.unwrap().expect("the grant");
+    let grant: serde_json::Value = serde_json::from_slice(grant.payload.expose_secret()).unwrap();
+    let family = format!("f.{}", grant["family"].as_str().unwrap());
+    let (family, _) = vault.get_entry(&family).await.unwrap().expect("the family");
+    let family: serde_json::Value = serde_json::from_slice(family.payload.expose_secret()).unwrap();
+    if let Some(id_token) = family["id_token"].as_str() {
+        seen.add("IdP ID token", id_token);
+    }
+    t
+}
+
+/// The client credentials, as sent and as configured.
+fn client_secrets(env: &NanoidpEnv, seen: &mut Seen) {
+    use base64::Engine as _;
+    seen.add("client secret", &env.client_secret);
+    let basic = format!("{}:{}", env.client_id, env.client_secret);
+    seen.add(
+        "HTTP Basic credentials",
+        base64::engine::general_purpose::STANDARD.encode(basic),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,10 +286,13 @@ async fn code_flow_refresh_replay_and_logout_on_every_backend() {
     let Some(env) = NanoidpEnv::require() else {
         return;
     };
+    capture();
+    let mut seen = Seen::default();
+    client_secrets(&env, &mut seen);
     for b in backends().await {
         let name = b.name;
         let broker = broker(&env, &b.vault).await;
-        let t0 = code_login(&env, &broker).await;
+        let t0 = code_login(&env, &broker, &b.vault, &mut seen).await;
         let verified = broker
             .verify(&t0.access_token, Verification::Stateful)
             .await
@@ -192,8 +305,18 @@ async fn code_flow_refresh_replay_and_logout_on_every_backend() {
         );
 
         // Rotation: R0 → R1 → R2, each answer new tokens.
-        let t1 = broker.grant(refresh(&rt(&t0))).await.unwrap();
-        let t2 = broker.grant(refresh(&rt(&t1))).await.unwrap();
+        let t1 = record(
+            &mut seen,
+            &b.vault,
+            broker.grant(refresh(&rt(&t0))).await.unwrap(),
+        )
+        .await;
+        let t2 = record(
+            &mut seen,
+            &b.vault,
+            broker.grant(refresh(&rt(&t1))).await.unwrap(),
+        )
+        .await;
         assert_ne!(rt(&t0), rt(&t1), "{name}");
         assert_ne!(rt(&t1), rt(&t2), "{name}");
         assert_ne!(t1.access_token, t2.access_token, "{name}");
@@ -233,8 +356,13 @@ async fn code_flow_refresh_replay_and_logout_on_every_backend() {
         );
 
         // Logout by sid: the family and the IdP's refresh token end.
-        let t = code_login(&env, &broker).await;
-        let t = broker.grant(refresh(&rt(&t))).await.unwrap();
+        let t = code_login(&env, &broker, &b.vault, &mut seen).await;
+        let t = record(
+            &mut seen,
+            &b.vault,
+            broker.grant(refresh(&rt(&t))).await.unwrap(),
+        )
+        .await;
         let idp_rt = idp_refresh_token(&b.vault, &rt(&t)).await;
         let sid = broker
             .verify(&t.access_token, Verification::Stateless)
@@ -275,7 +403,7 @@ async fn code_flow_refresh_replay_and_logout_on_every_backend() {
         );
 
         // RFC 7009 revocation of a broker refresh token: the same.
-        let t = code_login(&env, &broker).await;
+        let t = code_login(&env, &broker, &b.vault, &mut seen).await;
         let idp_rt = idp_refresh_token(&b.vault, &rt(&t)).await;
         broker.revoke(&rt(&t)).await.unwrap();
         let gone = broker.grant(refresh(&rt(&t))).await.unwrap_err();
@@ -292,6 +420,7 @@ async fn code_flow_refresh_replay_and_logout_on_every_backend() {
             "nanoidp e2e: code flow, refresh, replay, logout, revoke on {name}: ok"
         ));
     }
+    seen.assert_not_logged(&["broker.refresh", "refresh token reuse detected"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,6 +428,9 @@ async fn client_pkce_and_device_flow_on_every_backend() {
     let Some(env) = NanoidpEnv::require() else {
         return;
     };
+    capture();
+    let mut seen = Seen::default();
+    client_secrets(&env, &mut seen);
     for b in backends().await {
         let name = b.name;
         let broker = broker(&env, &b.vault).await;
@@ -306,6 +438,7 @@ async fn client_pkce_and_device_flow_on_every_backend() {
         // Code flow with the client's own PKCE challenge: the client
         // redeems the code at the token endpoint with its verifier.
         let verifier = "nanoidp-e2e-client-verifier-0123456789-abcdefghij";
+        seen.add("code_verifier", verifier);
         let url = broker
             .login_url(&LoginRequest {
                 redirect_uri: REDIRECT.into(),
@@ -319,6 +452,7 @@ async fn client_pkce_and_device_flow_on_every_backend() {
             .login(url.as_str(), &env.username, &env.password)
             .await
             .expect("nanoidp's login form");
+        seen.add("authorization code", &answer.code);
         let t = broker
             .grant(TokenRequest::Code {
                 code: answer.code.into(),
@@ -327,10 +461,17 @@ async fn client_pkce_and_device_flow_on_every_backend() {
             })
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        broker.grant(refresh(&rt(&t))).await.unwrap();
+        let t = record(&mut seen, &b.vault, t).await;
+        record(
+            &mut seen,
+            &b.vault,
+            broker.grant(refresh(&rt(&t))).await.unwrap(),
+        )
+        .await;
 
         // Device flow: pending, approved on nanoidp's form, then tokens.
         let start = broker.start_device().await.unwrap();
+        seen.add("device code", start.device_code.as_str());
         let poll = || TokenRequest::Device {
             device_code: start.device_code.as_str().to_owned().into(),
         };
@@ -353,6 +494,7 @@ async fn client_pkce_and_device_flow_on_every_backend() {
             .grant(poll())
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let t = record(&mut seen, &b.vault, t).await;
         let verified = broker
             .verify(&t.access_token, Verification::Stateful)
             .await
@@ -362,7 +504,12 @@ async fn client_pkce_and_device_flow_on_every_backend() {
             env.username,
             "{name}"
         );
-        let t = broker.grant(refresh(&rt(&t))).await.unwrap();
+        let t = record(
+            &mut seen,
+            &b.vault,
+            broker.grant(refresh(&rt(&t))).await.unwrap(),
+        )
+        .await;
         assert!(
             broker
                 .verify(&t.access_token, Verification::Stateful)
@@ -374,4 +521,5 @@ async fn client_pkce_and_device_flow_on_every_backend() {
             "nanoidp e2e: client PKCE and device flow on {name}: ok"
         ));
     }
+    seen.assert_not_logged(&["broker.refresh"]);
 }
