@@ -36,7 +36,7 @@ pub enum NanoidpError {
     },
     /// A URL could not be parsed or joined.
     #[error("bad URL for {0}")]
-    Url(&'static str),
+    Unparsable(&'static str),
     /// nanoidp answered something the helper does not expect.
     #[error("unexpected nanoidp answer during {step}: HTTP {status}: {detail}")]
     Unexpected {

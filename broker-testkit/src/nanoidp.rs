@@ -290,7 +290,7 @@ fn authorization_response(
     let target = response
         .url()
         .join(location)
-        .map_err(|_| NanoidpError::Url("the redirect Location"))?;
+        .map_err(|_| NanoidpError::Unparsable("the redirect Location"))?;
     let param = |name: &str| {
         target
             .query_pairs()
