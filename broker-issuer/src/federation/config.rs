@@ -16,8 +16,9 @@ use crate::key::SigningAlg;
 pub const PY_OIDC_AUTH_JWKS_PATH: &str = "/auth/v2/.well-known/jwks.json";
 
 /// One trusted peer broker. Its keys verify tokens that claim its
-/// `issuer`, and nothing else.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `issuer`, and nothing else. `Debug` shows the JWKS URL without
+/// credentials, query or fragment.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PeerConfig {
     /// The peer's exact `iss` (an absolute URL).
     pub issuer: String,
@@ -38,6 +39,27 @@ pub struct PeerConfig {
     /// Refuse its tokens living longer than this (`exp - iat`), e.g. to
     /// keep out py-oidc-auth's 30-day device-login tokens. Default: none.
     pub max_token_lifetime: Option<Duration>,
+}
+
+impl std::fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let jwks_uri = Url::parse(&self.jwks_uri).map_or_else(
+            |_| "[not a URL]".to_owned(),
+            |u| {
+                let host = u.host_str().unwrap_or("");
+                let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+                format!("{}://{host}{port}{}", u.scheme(), u.path())
+            },
+        );
+        f.debug_struct("PeerConfig")
+            .field("issuer", &self.issuer)
+            .field("jwks_uri", &jwks_uri)
+            .field("algorithms", &self.algorithms)
+            .field("claims", &self.claims)
+            .field("require_typ", &self.require_typ)
+            .field("max_token_lifetime", &self.max_token_lifetime)
+            .finish()
+    }
 }
 
 impl PeerConfig {
@@ -256,6 +278,15 @@ mod tests {
         q = PeerConfig::new("https://peer.example");
         q.algorithms.clear();
         assert!(q.validate(&opts).is_err());
+    }
+
+    #[test]
+    fn debug_hides_credentials_in_the_jwks_uri() {
+        let mut p = PeerConfig::new("https://peer.example");
+        p.jwks_uri = "https://user:hunter2@peer.example:8443/jwks?key=hunter2#x".into();
+        let shown = format!("{p:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("https://peer.example:8443/jwks"), "{shown}");
     }
 
     #[test]
