@@ -18,7 +18,9 @@
 //!   rest (SECURITY.md 15); a store error is logged and counted. Weak or
 //!   unusable keys are dropped (RSA below 2048 bits, `use` other than
 //!   `sig`, unknown `kty`, an algorithm outside the peer's list); a
-//!   document with private key members, or with no usable key, is refused.
+//!   document with no usable key is refused (the keys in use stay), and
+//!   one with private key members is refused and ends trust in every key
+//!   of that peer until a clean document arrives.
 //! - **Startup does not wait on the network.** [`Federation::open`] loads
 //!   the stored documents of configured peers only (younger than
 //!   `max_age`); [`Federation::spawn_refresher`] refreshes in the
@@ -51,7 +53,7 @@ use crate::error::{IssuerError, VerifyError};
 use crate::key::SigningAlg;
 use crate::keyset::secs;
 use crate::verify::{Expect, check, claimed_issuer, header};
-use keys::{Parsed, PeerKeys};
+use keys::{DocError, Parsed, PeerKeys};
 
 /// How often [`Federation::spawn_refresher`] refreshes by default.
 pub const DEFAULT_REFRESH_EVERY: Duration = Duration::from_secs(15 * 60);
@@ -562,6 +564,11 @@ impl Inner {
             Ok(parsed) => parsed,
             Err(e) => {
                 Peer::count(&peer.keys_dropped, e.dropped());
+                if e == DocError::PrivateKey {
+                    // Whoever read the document can sign as the peer,
+                    // with keys we may hold: trust none of them.
+                    peer.keys.store(Arc::new(PeerKeys::default()));
+                }
                 return failed(e.reason());
             }
         };
