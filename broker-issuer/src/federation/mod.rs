@@ -423,19 +423,34 @@ impl Inner {
     /// Refresh `peer` for an unknown `kid` (or join the refresh under way)
     /// and wait for it; true if the last fetch failed.
     async fn await_refresh(self: &Arc<Self>, peer: &Arc<Peer>, kid: &str) -> bool {
-        let mut rx = match self.start(peer, Want::Kid(kid.to_owned())) {
-            Start::Satisfied => return false,
-            Start::Gated(failed) => return failed,
-            Start::Wait(rx) => rx,
-        };
         // The task's fetch is bounded by its timeout; the store by its own.
         // Bound the wait anyway: a request never hangs on a peer.
-        let bound = self.options.fetch_timeout + Duration::from_secs(1);
-        if tokio::time::timeout(bound, rx.wait_for(|phase| *phase >= Phase::Decided))
-            .await
-            .is_err()
-        {
-            return true;
+        let deadline =
+            tokio::time::Instant::now() + self.options.fetch_timeout + Duration::from_secs(1);
+        // A joined refresh may be a scheduled one that found the stored
+        // keys fresh and fetched nothing: then, if the cooldown still
+        // allows a fetch, start one for this kid once it has finished.
+        for _ in 0..2 {
+            let mut rx = match self.start(peer, Want::Kid(kid.to_owned())) {
+                Start::Satisfied => return false,
+                Start::Gated(failed) => return failed,
+                Start::Wait(rx) => rx,
+            };
+            let decided = rx.wait_for(|phase| *phase >= Phase::Decided);
+            if tokio::time::timeout_at(deadline, decided).await.is_err() {
+                return true;
+            }
+            let now = self.clock.now();
+            if peer.keys.load().find(kid, now, self.max_age()).is_some() {
+                return false;
+            }
+            if now < peer.gate().next_fetch_at {
+                break;
+            }
+            let finished = rx.wait_for(|phase| *phase == Phase::Finished);
+            if tokio::time::timeout_at(deadline, finished).await.is_err() {
+                return true;
+            }
         }
         peer.gate().last_fetch_failed
     }
