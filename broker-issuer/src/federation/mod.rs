@@ -109,6 +109,10 @@ pub struct PeerStats {
     pub keys_dropped: u64,
     /// Store reads or writes of its document that failed.
     pub store_errors: u64,
+    /// The kids of its current set's usable keys.
+    pub kids: Vec<String>,
+    /// Why its last fetch failed (`None`: it succeeded, or none ran).
+    pub last_error: Option<&'static str>,
 }
 
 struct Inner {
@@ -138,8 +142,8 @@ struct Gate {
     next_store_at: UnixTime,
     /// The refresh under way and its [`Phase`].
     in_flight: Option<watch::Receiver<Phase>>,
-    /// Whether the last fetch failed.
-    last_fetch_failed: bool,
+    /// Why the last fetch failed; `None` if it succeeded or none ran.
+    last_error: Option<&'static str>,
 }
 
 /// How far a refresh task has come.
@@ -222,7 +226,7 @@ impl Federation {
                     next_fetch_at: UnixTime::MIN,
                     next_store_at: UnixTime::MIN,
                     in_flight: None,
-                    last_fetch_failed: false,
+                    last_error: None,
                 }),
                 fetches: AtomicU64::new(0),
                 fetch_errors: AtomicU64::new(0),
@@ -367,6 +371,8 @@ impl Federation {
                     fetch_errors: p.fetch_errors.load(Ordering::Relaxed),
                     keys_dropped: p.keys_dropped.load(Ordering::Relaxed),
                     store_errors: p.store_errors.load(Ordering::Relaxed),
+                    kids: keys.keys.iter().map(|k| k.kid.clone()).collect(),
+                    last_error: p.gate().last_error,
                 }
             })
             .collect();
@@ -452,7 +458,7 @@ impl Inner {
                 return true;
             }
         }
-        peer.gate().last_fetch_failed
+        peer.gate().last_error.is_some()
     }
 
     /// Start a refresh of `peer`, join the one under way, or say why none
@@ -480,10 +486,10 @@ impl Inner {
             Want::YoungerThan(_) => true,
         };
         if !read_store && now < gate.next_fetch_at {
-            return Start::Gated(gate.last_fetch_failed);
+            return Start::Gated(gate.last_error.is_some());
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return Start::Gated(gate.last_fetch_failed);
+            return Start::Gated(gate.last_error.is_some());
         };
         if read_store {
             gate.next_store_at = now.saturating_add(secs(self.options.store_recheck));
@@ -536,8 +542,8 @@ impl Inner {
         let mut to_save = None;
         if may_fetch {
             let fetched = self.fetch(&peer).await;
-            peer.gate().last_fetch_failed = fetched.is_none();
-            to_save = fetched;
+            peer.gate().last_error = fetched.as_ref().err().copied();
+            to_save = fetched.ok();
         }
         // Waiters go on now; the save below does not hold them up.
         let _ = phase.send(Phase::Decided);
@@ -555,13 +561,13 @@ impl Inner {
     }
 
     /// One HTTP fetch of `peer`'s JWKS, put into use: the document and its
-    /// time, to save; `None` if it failed (logged and counted).
-    async fn fetch(&self, peer: &Peer) -> Option<(String, UnixTime)> {
+    /// time, to save; or why it failed (logged and counted).
+    async fn fetch(&self, peer: &Peer) -> Result<(String, UnixTime), &'static str> {
         Peer::count(&peer.fetches, 1);
         let failed = |reason: &'static str| {
             warn!(issuer = %peer.cfg.issuer, reason, "peer key set fetch failed");
             Peer::count(&peer.fetch_errors, 1);
-            None
+            Err(reason)
         };
         let body = match self
             .http
@@ -592,7 +598,7 @@ impl Inner {
         };
         let fetched_at = self.clock.now();
         peer.install(parsed, fetched_at);
-        Some((text, fetched_at))
+        Ok((text, fetched_at))
     }
 
     /// Use a stored document of `peer` if it is newer than the keys in use

@@ -100,6 +100,10 @@ async fn bad_documents_are_counted_errors_and_the_runtime_stays_responsive() {
             "{name}"
         );
         assert_eq!(stats.keys_dropped, dropped, "{name}");
+        assert!(
+            stats.kids.is_empty() && stats.last_error.is_some(),
+            "{name}"
+        );
         // Cooldown: the next verification fetches nothing, answers at once.
         let again = Instant::now();
         assert!(fed.verify(&token).await.is_err(), "{name}");

@@ -37,6 +37,10 @@ async fn a_new_kid_costs_one_fetch_for_a_thousand_verifications() {
     assert_eq!(p.hits(), 1, "one fetch for a thousand verifications");
     let stats = &fed.stats()[0];
     assert_eq!((stats.fetches, stats.fetch_errors, stats.keys), (1, 0, 1));
+    assert_eq!(
+        (stats.kids.clone(), stats.last_error),
+        (vec![Peer::kid(&token)], None)
+    );
 
     // The peer rotates at once: its new kid is unknown here, and the
     // cooldown forbids a fetch for 60 s.

@@ -330,8 +330,41 @@ async fn an_imported_pem_keeps_its_legacy_kid() {
     let _cpu = crate::share().await;
     let store = MemoryStore::new();
     let clock = ManualClock::starting_now();
-    let issuer = issuer(&store, &clock, SigningAlg::RS256).await;
     let pem = include_str!("../fixtures/py-oidc-auth-key.pem");
+    // Checked without a store; a store without a key set stays without.
+    assert_eq!(
+        broker_issuer::key::check_pem(pem).unwrap(),
+        include_str!("../fixtures/py-oidc-auth-key.kid").trim()
+    );
+    for bad in [
+        "",
+        "hello",
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    ] {
+        let e = broker_issuer::key::check_pem(bad).unwrap_err();
+        assert!(matches!(e, IssuerError::Key { .. }), "{e}");
+    }
+    let existing = Issuer::open_existing(
+        vault(&store).await,
+        config(SigningAlg::RS256),
+        Arc::new(clock.clone()),
+    );
+    assert!(existing.await.unwrap().is_none());
+    assert!(
+        vault(&store)
+            .await
+            .load_secret(broker_issuer::keyset::KEYSET_SECRET)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let issuer = issuer(&store, &clock, SigningAlg::RS256).await;
+    let existing = Issuer::open_existing(
+        vault(&store).await,
+        config(SigningAlg::RS256),
+        Arc::new(clock.clone()),
+    );
+    assert_eq!(existing.await.unwrap().unwrap().keys(), issuer.keys());
     let kid = issuer.import_pem(pem).await.unwrap();
     let info = issuer.keys().into_iter().find(|k| k.kid == kid).unwrap();
     let legacy = info.legacy_kid.clone().unwrap();
