@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use broker_core::vault::Stamp;
+use broker_core::vault::{Secret, Stamp};
 use broker_core::{Clock, TokenVault, UnixTime};
 use jsonwebtoken::Header;
 use sha2::{Digest as _, Sha256};
@@ -185,12 +185,36 @@ impl Issuer {
         let secret = vault
             .load_or_create_secret(KEYSET_SECRET, move || first.encode())
             .await?;
+        Self::with_secret(vault, cfg, clock, &secret)
+    }
+
+    /// [`Issuer::open`] on a store that holds a key set already; `None`
+    /// (and nothing written) if it holds none. For tools that must not
+    /// create one, such as `brokerctl keys list`.
+    pub async fn open_existing(
+        vault: Arc<TokenVault>,
+        cfg: IssuerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Option<Self>, IssuerError> {
+        cfg.validate()?;
+        match vault.load_secret(KEYSET_SECRET).await? {
+            Some(secret) => Self::with_secret(vault, cfg, clock, &secret).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn with_secret(
+        vault: Arc<TokenVault>,
+        cfg: IssuerConfig,
+        clock: Arc<dyn Clock>,
+        secret: &Secret,
+    ) -> Result<Self, IssuerError> {
         let snapshot = build(
             &cfg,
             KeySet::decode(secret.expose())?,
             secret.stamp().clone(),
         )?;
-        let jwks = render_jwks(&snapshot.keys, now);
+        let jwks = render_jwks(&snapshot.keys, clock.now());
         Ok(Self {
             inner: Arc::new(Inner {
                 vault,

@@ -106,11 +106,12 @@ pub(crate) fn import_rsa_pem(pem: &str) -> Result<(Zeroizing<Vec<u8>>, String), 
         op: "import key",
         reason,
     };
-    let body: String = pem
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect::<Vec<_>>()
-        .concat();
+    let body: Zeroizing<String> = Zeroizing::new(
+        pem.lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect::<Vec<_>>()
+            .concat(),
+    );
     let der = Zeroizing::new(
         STANDARD
             .decode(body.trim())
@@ -133,6 +134,16 @@ pub(crate) fn import_rsa_pem(pem: &str) -> Result<(Zeroizing<Vec<u8>>, String), 
     let digest = Sha256::digest(spki.as_ref());
     let legacy_kid: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
     Ok((Zeroizing::new(pkcs8.as_ref().to_vec()), legacy_kid))
+}
+
+/// Check that `pem` is a private key [`Issuer::import_pem`] accepts (an
+/// RSA key of at least 2048 bits, PKCS#1 or PKCS#8 PEM) and return the
+/// 16-hex kid py-oidc-auth gives it. Reads nothing and writes nothing; the
+/// error never holds any of the PEM.
+///
+/// [`Issuer::import_pem`]: crate::Issuer::import_pem
+pub fn check_pem(pem: &str) -> Result<String, IssuerError> {
+    import_rsa_pem(pem).map(|(_, legacy_kid)| legacy_kid)
 }
 
 /// A public key as published in the JWKS: only public members, always.

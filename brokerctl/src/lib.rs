@@ -45,6 +45,21 @@
 //! a paged scan with peak RSS, in a throwaway namespace; see
 //! `docs/BENCHMARKS.md` and [`mod@bench`].
 //!
+//! # keys and peers
+//!
+//! `keys` works on the broker's key set (broker-issuer, one sealed record):
+//! `list` creates nothing and shows each key as `published` (in the JWKS,
+//! signing later), `active`, `retiring` (superseded, still published) or
+//! `retired`, with retirement times by the default rotation policy
+//! (15-minute tokens); `rotate` publishes a key that signs an hour later
+//! (`--now`: at once); `import-pem` adds a py-oidc-auth RSA key that signs
+//! at once under its RFC 7638 kid and keeps its 16-hex kid as an alias. A
+//! bad PEM file (missing, over 64 KiB, not an RSA private key of 2048 bits
+//! or more) is exit code 2 and writes nothing. `peers refresh` fetches one
+//! peer's JWKS as the federation does (HTTPS unless
+//! `--allow-http-loopback`, 3 s, 64 KiB, no redirects) and stores it
+//! through the vault; `forget` removes a stored document. See [`issuer`].
+//!
 //! # The library
 //!
 //! The commands' building blocks, for tools of your own: [`migrate`] and
@@ -66,6 +81,7 @@
 use std::sync::Arc;
 
 pub mod bench;
+pub mod issuer;
 pub mod migrate;
 pub mod output;
 

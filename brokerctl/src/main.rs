@@ -102,6 +102,12 @@ enum Command {
     /// Measure save/get/take/delete against the raw driver on the same pool,
     /// plus purge and scan at scale, in a throwaway namespace.
     Bench(brokerctl::bench::BenchArgs),
+    /// The broker's signing keys: list, rotate, import a py-oidc-auth PEM.
+    #[command(subcommand)]
+    Keys(brokerctl::issuer::KeysCommand),
+    /// Peer brokers' stored JWKS documents: list, refresh, forget.
+    #[command(subcommand)]
+    Peers(brokerctl::issuer::PeersCommand),
 }
 
 /// A failure with the exit code and one line for the operator.
@@ -130,6 +136,21 @@ impl From<StoreError> for Fail {
         Fail {
             code,
             message: format!("{e}{cause}{hint}"),
+        }
+    }
+}
+
+impl From<brokerctl::issuer::IssuerCmdError> for Fail {
+    fn from(e: brokerctl::issuer::IssuerCmdError) -> Self {
+        use broker_issuer::IssuerError as I;
+        use brokerctl::issuer::IssuerCmdError as E;
+        match e {
+            E::Store(e) | E::Issuer(I::Store(e)) => e.into(),
+            e @ (E::PemFile { .. }
+            | E::PemTooLarge { .. }
+            | E::NotAKey { .. }
+            | E::Issuer(I::Config(_) | I::Key { .. })) => fail(2, e.to_string()),
+            e => fail(1, e.to_string()),
         }
     }
 }
@@ -213,6 +234,19 @@ impl Cli {
                     "this command needs --key-env VAR or --passphrase-env VAR",
                 )
             })
+    }
+
+    /// Opens the vault on the existing namespace when called; the key and
+    /// namespace are checked now.
+    fn vault_opener<'a>(
+        &self,
+        opener: &'a StoreOpener,
+    ) -> Result<impl AsyncFnOnce() -> Result<Arc<TokenVault>, StoreError> + 'a, Fail> {
+        let (namespace, keys) = (self.namespace()?, self.keys()?);
+        Ok(async move || {
+            let store = opener.open_existing(namespace).await?;
+            Ok(Arc::new(TokenVault::open(store, keys).await?))
+        })
     }
 
     /// `text`, or `value` as JSON with `--json`.
@@ -355,6 +389,16 @@ async fn run_command(cli: &Cli, opener: &StoreOpener) -> Result<(), Fail> {
                 &output::Rekey::new(&report, vault.keyring().primary_id()),
             )?;
         }
+        Command::Keys(cmd) => {
+            let vault = cli.vault_opener(opener)?;
+            let report = brokerctl::issuer::run_keys(cmd, vault, clock()).await?;
+            cli.print(report.text(), &report)?;
+        }
+        Command::Peers(cmd) => {
+            let vault = cli.vault_opener(opener)?;
+            let report = brokerctl::issuer::run_peers(cmd, vault, clock()).await?;
+            cli.print(report.text(), &report)?;
+        }
         Command::Check => check(cli).await?,
         Command::Demo => demo(cli).await?,
         Command::Bench(args) => {
@@ -425,6 +469,10 @@ async fn migrate_to(
         )
     };
     cli.print(text, &report)
+}
+
+fn clock() -> Arc<dyn broker_core::Clock> {
+    Arc::new(broker_core::SystemClock)
 }
 
 /// A progress bar on stderr: drawn only on a terminal and never with --json.

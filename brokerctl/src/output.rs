@@ -144,3 +144,100 @@ pub struct Demo {
     /// Whether a refresh token was found in the database files (false).
     pub plaintext_on_disk: bool,
 }
+
+/// One signing key of `keys list` (never key material).
+#[derive(Debug, Clone, Serialize)]
+pub struct Key {
+    /// Its kid (RFC 7638 thumbprint).
+    pub kid: String,
+    /// py-oidc-auth's 16-hex kid of an imported key.
+    pub legacy_kid: Option<String>,
+    /// `RS256`, `ES256` or `EdDSA`.
+    pub alg: &'static str,
+    /// `published` (in the JWKS, signing later), `active` (signing),
+    /// `retiring` (superseded, still in the JWKS) or `retired` (out of the
+    /// JWKS; dropped by the next maintenance).
+    pub state: &'static str,
+    /// When it signs from (Unix seconds).
+    pub activate_at: i64,
+    /// When it leaves the JWKS (Unix seconds; none while it has no
+    /// successor), by the default rotation policy.
+    pub retire_at: Option<i64>,
+}
+
+/// `keys list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Keys {
+    /// Whether the store holds a key set (a broker creates one at start).
+    pub key_set: bool,
+    /// Its keys, by activation.
+    pub keys: Vec<Key>,
+}
+
+/// `keys rotate`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rotated {
+    /// The kid added.
+    pub added: Option<String>,
+    /// Whether the store had no key set (its first key was created).
+    pub created_key_set: bool,
+    /// The key set afterwards.
+    #[serde(flatten)]
+    pub keys: Keys,
+}
+
+/// `keys import-pem`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Imported {
+    /// The imported key's kid.
+    pub kid: String,
+    /// py-oidc-auth's kid for it, kept as an alias.
+    pub legacy_kid: Option<String>,
+    /// The key set afterwards.
+    #[serde(flatten)]
+    pub keys: Keys,
+}
+
+/// One peer of `peers list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Peer {
+    /// The peer's issuer.
+    pub issuer: String,
+    /// Named with `--peer`.
+    pub configured: bool,
+    /// A document of it is stored.
+    pub stored: bool,
+    /// When the stored document was fetched (Unix seconds).
+    pub fetched_at: Option<i64>,
+    /// The kids the stored document names.
+    pub kids: Vec<String>,
+}
+
+/// `peers list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Peers {
+    /// By issuer.
+    pub peers: Vec<Peer>,
+}
+
+/// `peers refresh`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Refreshed {
+    /// The peer's issuer.
+    pub issuer: String,
+    /// When it was fetched (Unix seconds).
+    pub fetched_at: Option<i64>,
+    /// The kids of its usable keys.
+    pub kids: Vec<String>,
+    /// Keys dropped (weak, `use: enc`, another algorithm, …).
+    pub keys_dropped: u64,
+}
+
+/// `peers forget`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Forgotten {
+    /// The peer's issuer.
+    pub issuer: String,
+    /// Whether a document was stored and is now removed.
+    pub forgotten: bool,
+}

@@ -1,8 +1,10 @@
-//! `brokerctl` end to end, in one test binary (one link instead of four):
+//! `brokerctl` end to end, in one test binary (one link instead of five):
 //! the commands, `bench` and `migrate` on every backend the environment
-//! names, and graceful shutdown against MongoDB.
+//! names, graceful shutdown against MongoDB, and the issuer's keys and
+//! peers (`issuer`).
 
 mod bench;
 mod cli;
+mod issuer;
 mod migrate;
 mod shutdown;

@@ -47,6 +47,7 @@ fn assert_public_only(jwks: &serde_json::Value) {
 /// A2: a fresh broker publishes exactly one RSA key, public members only.
 #[tokio::test]
 async fn a_fresh_broker_publishes_one_rsa_key() {
+    let _cpu = crate::share().await;
     let store = MemoryStore::new();
     let clock = ManualClock::starting_now();
     let issuer = issuer(&store, &clock, SigningAlg::RS256).await;
@@ -74,6 +75,7 @@ async fn a_fresh_broker_publishes_one_rsa_key() {
 /// stable while nothing changes.
 #[tokio::test]
 async fn every_algorithm_mints_and_verifies() {
+    let _cpu = crate::share().await;
     for alg in [SigningAlg::RS256, SigningAlg::ES256, SigningAlg::EdDSA] {
         let store = MemoryStore::new();
         let clock = ManualClock::starting_now();
@@ -94,6 +96,7 @@ async fn every_algorithm_mints_and_verifies() {
 /// past their lifetime, for another audience or tampered with are too.
 #[tokio::test]
 async fn wrong_type_audience_time_or_signature_is_refused() {
+    let _cpu = crate::share().await;
     let store = MemoryStore::new();
     let clock = ManualClock::starting_now();
     let issuer = issuer(&store, &clock, SigningAlg::ES256).await;
@@ -155,6 +158,7 @@ async fn wrong_type_audience_time_or_signature_is_refused() {
 /// or a foreign key is refused; an HS256 token under our kid too.
 #[tokio::test]
 async fn a_token_signed_with_a_secret_under_our_kid_is_refused() {
+    let _cpu = crate::share().await;
     let store = MemoryStore::new();
     let clock = ManualClock::starting_now();
     let issuer = issuer(&store, &clock, SigningAlg::RS256).await;
@@ -180,6 +184,7 @@ async fn a_token_signed_with_a_secret_under_our_kid_is_refused() {
 /// the JWKS at its retirement, and its tokens are refused after.
 #[tokio::test]
 async fn rotation_overlaps_so_no_token_fails_to_verify() {
+    let _cpu = crate::share().await;
     let store = MemoryStore::new();
     let t0 = 1_900_000_000;
     let clock = ManualClock::new(t0 - 2 * 3600);
@@ -256,6 +261,7 @@ async fn rotation_overlaps_so_no_token_fails_to_verify() {
 /// publish_ahead is refused.
 #[tokio::test]
 async fn a_second_worker_verifies_every_token_across_a_rotation() {
+    let _cpu = crate::share().await;
     let store = MemoryStore::new();
     let t0 = 1_900_000_000;
     let clock = ManualClock::new(t0);
@@ -291,6 +297,7 @@ async fn a_second_worker_verifies_every_token_across_a_rotation() {
 /// A7: 16 concurrent maintainers of a due key set add exactly one key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_maintainers_add_one_key() {
+    let _cpu = crate::share().await;
     let store = MemoryStore::new();
     let t0 = 1_900_000_000;
     let clock = ManualClock::new(t0);
@@ -320,14 +327,51 @@ async fn sixteen_maintainers_add_one_key() {
 /// verifies; the JWKS lists the key under both kids.
 #[tokio::test]
 async fn an_imported_pem_keeps_its_legacy_kid() {
+    let _cpu = crate::share().await;
     let store = MemoryStore::new();
     let clock = ManualClock::starting_now();
+    let pem = include_str!("../fixtures/py-oidc-auth-key.pem");
+    // Checked without a store; a store without a key set stays without.
+    assert_eq!(
+        broker_issuer::key::check_pem(pem).unwrap(),
+        include_str!("../fixtures/py-oidc-auth-key.kid").trim()
+    );
+    for bad in [
+        "",
+        "hello",
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    ] {
+        let e = broker_issuer::key::check_pem(bad).unwrap_err();
+        assert!(matches!(e, IssuerError::Key { .. }), "{e}");
+    }
+    let existing = Issuer::open_existing(
+        vault(&store).await,
+        config(SigningAlg::RS256),
+        Arc::new(clock.clone()),
+    );
+    assert!(existing.await.unwrap().is_none());
+    assert!(
+        vault(&store)
+            .await
+            .load_secret(broker_issuer::keyset::KEYSET_SECRET)
+            .await
+            .unwrap()
+            .is_none()
+    );
     let issuer = issuer(&store, &clock, SigningAlg::RS256).await;
-    let pem = include_str!("fixtures/py-oidc-auth-key.pem");
+    let existing = Issuer::open_existing(
+        vault(&store).await,
+        config(SigningAlg::RS256),
+        Arc::new(clock.clone()),
+    );
+    assert_eq!(existing.await.unwrap().unwrap().keys(), issuer.keys());
     let kid = issuer.import_pem(pem).await.unwrap();
     let info = issuer.keys().into_iter().find(|k| k.kid == kid).unwrap();
     let legacy = info.legacy_kid.clone().unwrap();
-    assert_eq!(legacy, include_str!("fixtures/py-oidc-auth-key.kid").trim());
+    assert_eq!(
+        legacy,
+        include_str!("../fixtures/py-oidc-auth-key.kid").trim()
+    );
     assert!(info.signing, "an imported key signs from now");
     let mut header = Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = Some(legacy.clone());
