@@ -137,7 +137,6 @@ pub struct Harness {
 pub fn broker_config(idp: &TestIdp) -> BrokerConfig {
     let mut idp_cfg = IdpConfig::new(idp.issuer().parse().expect("issuer URL"), CLIENT_ID);
     idp_cfg.client_secret = Some(SecretString::from(CLIENT_SECRET));
-    idp_cfg.timeout = Duration::from_secs(2);
     let mut cfg = BrokerConfig::new(
         IssuerConfig::new("https://broker.test/api", "e2e-api"),
         idp_cfg,

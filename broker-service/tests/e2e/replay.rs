@@ -159,17 +159,18 @@ async fn a15_on(a: &Store, b: &Store) {
     let view = inv.family(&sid(&broker_a, &t0));
     assert_eq!((view.state.as_str(), view.live), ("compromised", 0));
 
-    // Racing: B's refresh in flight at the IdP, the replay at A.
+    // Racing: B's refresh in flight at the IdP (its claim seen in the
+    // store), the replay at A.
     let mut sids = Vec::new();
     for _ in 0..10 {
         let t0 = login(&broker_b, &http).await;
         sids.push(sid(&broker_b, &t0));
-        idp.delay(Endpoint::Token, IDP_DELAY);
+        idp.delay(Endpoint::Token, Duration::from_secs(1));
         let in_flight = {
             let (b, r0) = (broker_b.clone(), rt(&t0));
             tokio::spawn(async move { refresh(&b, &r0).await })
         };
-        tokio::time::sleep(REPLAY_AT).await;
+        wait_claimed(&vault_a, &rt(&t0)).await;
         let replay = refresh(&broker_a, &rt(&t0)).await;
         assert!(
             matches!(replay, Err(GrantError::ReuseDetected)),
@@ -183,6 +184,25 @@ async fn a15_on(a: &Store, b: &Store) {
     }
     let inv = crate::common::inventory(&vault_a).await;
     assert_eq!(sids.iter().map(|s| inv.family(s).live).sum::<usize>(), 0);
+}
+
+/// Wait until the grant of `token` is claimed (a refresh of it is at the
+/// IdP).
+async fn wait_claimed(vault: &broker_core::TokenVault, token: &str) {
+    use secrecy::ExposeSecret as _;
+    let (jti, _) = token.split_once('.').expect("jti.secret");
+    let started = std::time::Instant::now();
+    loop {
+        if let Some((entry, _)) = vault.get_entry(jti).await.expect("a read") {
+            let payload: serde_json::Value =
+                serde_json::from_slice(entry.payload.expose_secret()).expect("JSON");
+            if payload["state"] == "claimed" {
+                return;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never claimed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// A15 on one MemoryStore shared by two brokers (always runs).

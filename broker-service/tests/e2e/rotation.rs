@@ -40,7 +40,7 @@ pub async fn a11_login_and_two_refreshes() {
 /// the timeout): the broker answers 503 `temporarily_unavailable` and the
 /// same refresh token works afterwards; nothing is lost.
 pub async fn a11b_idp_outage_rolls_back() {
-    let h = Harness::fake_clock().await;
+    let h = Harness::fake_clock_with(|c| c.idp.timeout = Duration::from_secs(2)).await;
     let mut current = rt(&h.login().await);
     let outages: [(&str, fn(&Harness)); 4] = [
         ("503", |h| h.idp.fail_next(Endpoint::Token, 503, 1)),
