@@ -175,7 +175,8 @@ pub fn leaks(text: &str, secrets: &[(&'static str, String)]) -> Vec<String> {
         if let Some(candidates) = needles.get(&bytes[i..i + WINDOW]) {
             for (kind, form) in candidates {
                 if bytes[i..].starts_with(form.as_bytes()) {
-                    found.push(format!("{kind} at byte {i}: {}…", &form[..WINDOW]));
+                    // Kind and place only: the report must not repeat the secret.
+                    found.push(format!("{kind} at byte {i}"));
                 }
             }
         }

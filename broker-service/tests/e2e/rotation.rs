@@ -36,13 +36,16 @@ pub async fn a11_login_and_two_refreshes() {
     crate::common::note_signing_keys(&h.vault).await;
 }
 
+/// Arms one IdP failure.
+type Arm = fn(&Harness);
+
 /// A11b: the IdP fails (503, 500, a dropped connection, no answer within
 /// the timeout): the broker answers 503 `temporarily_unavailable` and the
 /// same refresh token works afterwards; nothing is lost.
 pub async fn a11b_idp_outage_rolls_back() {
     let h = Harness::fake_clock_with(|c| c.idp.timeout = Duration::from_secs(2)).await;
     let mut current = rt(&h.login().await);
-    let outages: [(&str, fn(&Harness)); 4] = [
+    let outages: [(&str, Arm); 4] = [
         ("503", |h| h.idp.fail_next(Endpoint::Token, 503, 1)),
         ("500", |h| h.idp.fail_next(Endpoint::Token, 500, 1)),
         ("dropped connection", |h| {
