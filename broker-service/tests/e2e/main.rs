@@ -42,6 +42,7 @@ const SCENARIOS: &[(&str, Scenario)] = scenarios![
     rotation::a3_access_token_is_not_a_refresh_token,
     rotation::a29_no_refresh_expiry,
     rotation::expiry_follows_the_shared_clock,
+    rotation::idp_key_rotation_during_refresh_keeps_the_login,
     replay::a14_memory,
     replay::a14_sled,
     replay::a14_postgres,

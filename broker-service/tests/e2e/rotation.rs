@@ -369,3 +369,39 @@ pub async fn expiry_follows_the_shared_clock() {
         "no IdP call for an expired grant"
     );
 }
+
+/// The IdP rotates its signing key; the broker fetched the IdP's JWKS
+/// less than its 60 s cooldown ago, so the ID token of a refresh answer
+/// cannot be checked yet. The IdP has already rotated its refresh token,
+/// so the broker must keep the new one and leave the grant usable: the
+/// client's retries fail until the keys can be fetched, then work — they
+/// must not count as replays that revoke the login.
+pub async fn idp_key_rotation_during_refresh_keeps_the_login() {
+    let h = Harness::fake_clock().await;
+    let t0 = h.login().await;
+    let sid = sid(&h.broker, &t0);
+    h.idp.rotate_signing_key().expect("a new IdP key");
+    for attempt in 0..2 {
+        let err = h
+            .refresh(&rt(&t0))
+            .await
+            .expect_err("the new key is not fetched yet");
+        assert!(
+            !matches!(err, GrantError::ReuseDetected),
+            "attempt {attempt}: {err:?}"
+        );
+        let view = h.inventory().await.family(&sid);
+        assert_eq!(
+            (view.state.as_str(), view.live),
+            ("active", 1),
+            "attempt {attempt}"
+        );
+    }
+    // The cooldown is real time.
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let t1 = h
+        .refresh(&rt(&t0))
+        .await
+        .unwrap_or_else(|e| panic!("the retry after the cooldown: {e:?}"));
+    h.refresh(&rt(&t1)).await.expect("and the login goes on");
+}
