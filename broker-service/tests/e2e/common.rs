@@ -67,7 +67,36 @@ impl Store {
     /// Namespace `ns` on the server at `url`, through a pool of its own.
     pub async fn open_in(name: &'static str, url: &str, ns: Namespace) -> Self {
         let opener = store_url::StoreOpener::new(url).expect("a store URL");
-        let store = opener.open(ns).await.expect("the store opens");
+        // Connecting is slow on a loaded machine (PostgreSQL's SCRAM in a
+        // debug build): retry, then open the pool's connections before the
+        // workload needs them, so its 5 s acquire timeout measures the
+        // store, not the handshakes.
+        let mut store = None;
+        for attempt in 1..=5 {
+            match opener.open(ns.clone()).await {
+                Ok(s) => {
+                    store = Some(s);
+                    break;
+                }
+                Err(e) if e.is_retryable() && attempt < 5 => {
+                    crate::loud(&format!("{name}: opening the store failed, retrying: {e}"));
+                }
+                Err(e) => panic!("{name}: the store opens: {e}"),
+            }
+        }
+        let store = store.expect("opened");
+        let mut warm = tokio::task::JoinSet::new();
+        for _ in 0..10 {
+            let store = Arc::clone(&store);
+            warm.spawn(async move {
+                for _ in 0..10 {
+                    if store.health().await.is_ok() {
+                        return;
+                    }
+                }
+            });
+        }
+        warm.join_all().await;
         Self {
             name,
             store,
