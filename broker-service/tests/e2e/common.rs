@@ -409,11 +409,15 @@ pub async fn inventory(vault: &TokenVault) -> Inventory {
     let mut inv = Inventory::default();
     let mut cursor: Option<String> = None;
     loop {
-        let page = vault
-            .store()
-            .scan_sessions(cursor.as_deref(), 200)
-            .await
-            .expect("a scan");
+        // A shared server under load may time a page out: retry it.
+        let mut attempt = 0;
+        let page = loop {
+            match vault.store().scan_sessions(cursor.as_deref(), 200).await {
+                Ok(page) => break page,
+                Err(e) if e.is_retryable() && attempt < 5 => attempt += 1,
+                Err(e) => panic!("a scan: {e}"),
+            }
+        };
         for record in &page.sessions {
             let Some((entry, _)) = vault.get_entry(&record.jti).await.expect("an entry") else {
                 continue; // taken or expired since the scan read it
