@@ -16,6 +16,7 @@
 
 use broker_core::vault::{Entry, NewEntry, Stamp};
 use secrecy::ExposeSecret as _;
+use zeroize::Zeroizing;
 
 use crate::broker::{Broker, idp_error, secs};
 use crate::config::TokenResponse;
@@ -124,11 +125,27 @@ impl Broker {
             |t| t.expose_secret().to_owned(),
         );
         if tokens.id_token.is_some() {
-            let claims = self
+            let claims = match self
                 .idp
                 .validate(&tokens, self.cfg.issuer.leeway, self.now())
                 .await
-                .map_err(idp_error)?;
+            {
+                Ok(claims) => claims,
+                Err(e) => {
+                    // The IdP has spent its old refresh token: keep the new
+                    // one and give the grant back, so a retry works once the
+                    // answer can be checked (the IdP's new signing key is
+                    // fetched) instead of looking like a replay.
+                    let kept = Grant {
+                        idp_refresh_token: Zeroizing::new(idp_rt),
+                        ..grant
+                    };
+                    self.vault
+                        .swap_entry(entry, &claimed_stamp, &encode(&kept))
+                        .await?;
+                    return Err(idp_error(e));
+                }
+            };
             // OIDC Core §12.2: the same user.
             if claims.sub != entry.sub {
                 self.end_family(&grant.family, Ending::Compromised).await?;
