@@ -75,7 +75,7 @@ pub struct AuthRejection {
     realm: Arc<str>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum RejectionKind {
     Missing,
     Ambiguous,
@@ -106,12 +106,12 @@ impl AuthRejection {
                 "Missing Bearer token.",
             )
             .with_www_authenticate(header_value(&format!("Bearer realm={realm}"))),
-            RejectionKind::Ambiguous => ApiError::invalid_request(
-                "more than one Authorization header",
-            )
-            .with_www_authenticate(HeaderValue::from_static(
-                "Bearer error=\"invalid_request\"",
-            )),
+            RejectionKind::Ambiguous => {
+                ApiError::invalid_request("more than one Authorization header")
+                    .with_www_authenticate(HeaderValue::from_static(
+                        "Bearer error=\"invalid_request\"",
+                    ))
+            }
             RejectionKind::Invalid(e) => {
                 let description = match e {
                     Some(VerifyError::Expired) => "Token has expired.",
@@ -286,10 +286,19 @@ mod tests {
     fn bearer_headers_are_read_as_rfc_6750_says() {
         assert!(matches!(bearer(&headers(&[])), Bearer::Absent));
         assert!(matches!(bearer(&headers(&["Basic abc"])), Bearer::Absent));
-        assert!(matches!(bearer(&headers(&["Bearer a.b.c"])), Bearer::Token("a.b.c")));
-        assert!(matches!(bearer(&headers(&["bearer   a.b.c "])), Bearer::Token("a.b.c")));
+        assert!(matches!(
+            bearer(&headers(&["Bearer a.b.c"])),
+            Bearer::Token("a.b.c")
+        ));
+        assert!(matches!(
+            bearer(&headers(&["bearer   a.b.c "])),
+            Bearer::Token("a.b.c")
+        ));
         assert!(matches!(bearer(&headers(&["Bearer"])), Bearer::Token("")));
-        assert!(matches!(bearer(&headers(&["Bearer a", "Bearer b"])), Bearer::Ambiguous));
+        assert!(matches!(
+            bearer(&headers(&["Bearer a", "Bearer b"])),
+            Bearer::Ambiguous
+        ));
         assert!(is_b64token("eyJ.eyJ.sig-_~+/=="));
         for bad in ["", "a b", "a,b", "\"x\"", "==", &"a".repeat(MAX_BEARER + 1)] {
             assert!(!is_b64token(bad), "{bad}");

@@ -88,8 +88,7 @@ impl ApiError {
 
 impl From<GrantError> for ApiError {
     fn from(e: GrantError) -> Self {
-        let status =
-            StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
             // The store's or issuer's own message stays in the log; the
             // client gets the generic description.
@@ -161,7 +160,10 @@ mod tests {
         let e = ApiError::invalid_request("x".repeat(10_000));
         assert_eq!(e.description().len(), MAX_DESCRIPTION);
         let e = ApiError::from(GrantError::AuthorizationPending);
-        assert_eq!((e.status(), e.code()), (StatusCode::BAD_REQUEST, "authorization_pending"));
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::BAD_REQUEST, "authorization_pending")
+        );
         let e = ApiError::from(GrantError::IdpUnavailable);
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(e.code(), "temporarily_unavailable");

@@ -71,6 +71,7 @@ impl Fields {
     }
 
     /// True if `name` was given.
+    #[cfg(test)]
     pub(crate) fn has(&self, name: &str) -> bool {
         self.get(name).is_some()
     }
@@ -80,9 +81,8 @@ impl Fields {
 /// `charset` parameter is allowed, UTF-8 only), then read the body, at
 /// most [`MAX_FORM_BODY`] bytes.
 pub(crate) async fn read_form(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, ApiError> {
-    let wrong_type = || {
-        ApiError::invalid_request("the body must be application/x-www-form-urlencoded")
-    };
+    let wrong_type =
+        || ApiError::invalid_request("the body must be application/x-www-form-urlencoded");
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -171,10 +171,16 @@ mod tests {
         let json = read_form(&headers("application/json", None), Body::from("{}")).await;
         assert_eq!(json.unwrap_err().status(), 400);
         let exact = vec![b'a'; MAX_FORM_BODY];
-        assert!(read_form(&headers(form, None), Body::from(exact)).await.is_ok());
+        assert!(
+            read_form(&headers(form, None), Body::from(exact))
+                .await
+                .is_ok()
+        );
         // Too large without a length (chunked), and as declared.
         let over = vec![b'a'; MAX_FORM_BODY + 1];
-        let e = read_form(&headers(form, None), Body::from(over)).await.unwrap_err();
+        let e = read_form(&headers(form, None), Body::from(over))
+            .await
+            .unwrap_err();
         assert_eq!(e.status(), 413);
         let e = read_form(&headers(form, Some(MAX_FORM_BODY + 1)), Body::empty()).await;
         assert_eq!(e.unwrap_err().status(), 413);

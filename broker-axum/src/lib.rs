@@ -114,7 +114,9 @@ impl RoutePaths {
                     .bytes()
                     .all(|b| b.is_ascii_graphic() && !b"{}*?#%".contains(&b));
             if !ok {
-                return Err(format!("the {name} path {path:?} is not a plain absolute path"));
+                return Err(format!(
+                    "the {name} path {path:?} is not a plain absolute path"
+                ));
             }
             if seen.contains(&path) {
                 return Err(format!("the {name} path {path:?} is used twice"));
@@ -171,8 +173,7 @@ where
     if let Err(e) = paths.validate() {
         panic!("broker_axum::router: {e}");
     }
-    let add = |app: Router<Arc<Broker>>, path: &Option<String>, route: MethodRouter<_>| match path
-    {
+    let add = |app: Router<Arc<Broker>>, path: &Option<String>, route: MethodRouter<_>| match path {
         Some(path) => app.route(path, route),
         None => app,
     };
@@ -210,7 +211,9 @@ mod tests {
     fn paths_are_checked() {
         assert_eq!(RoutePaths::default().validate(), Ok(()));
         assert_eq!(RoutePaths::none().enabled().count(), 0);
-        for bad in ["auth", "/", "/a/{id}", "/a/*rest", "/a//b", "/a/../b", "/a b", "/a?x"] {
+        for bad in [
+            "auth", "/", "/a/{id}", "/a/*rest", "/a//b", "/a/../b", "/a b", "/a?x",
+        ] {
             let p = RoutePaths {
                 login: Some(bad.into()),
                 ..RoutePaths::none()

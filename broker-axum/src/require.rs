@@ -139,8 +139,7 @@ impl Requirement {
         if !self.scopes.iter().all(|s| claims.scopes().any(|g| g == s)) {
             return Err(Unmet::Scope);
         }
-        if !self.roles_any.is_empty() && !self.roles_any.iter().any(|r| claims.roles.contains(r))
-        {
+        if !self.roles_any.is_empty() && !self.roles_any.iter().any(|r| claims.roles.contains(r)) {
             return Err(Unmet::Role);
         }
         if !self.claims.is_empty() {
@@ -320,9 +319,7 @@ where
                 tracing::debug!(?unmet, "requirement not met");
                 return Ok(requirement.forbidden(unmet).into_response());
             }
-            parts
-                .extensions
-                .insert(Authenticated { verified, mode });
+            parts.extensions.insert(Authenticated { verified, mode });
             inner.call(Request::from_parts(parts, body)).await
         })
     }
@@ -351,7 +348,10 @@ mod tests {
     fn scopes_roles_and_claims_at_paths() {
         let plain = claims(json!({}));
         assert_eq!(Requirement::scopes(["profile"]).check(&plain), Ok(()));
-        assert_eq!(Requirement::scopes(["admin"]).check(&plain), Err(Unmet::Scope));
+        assert_eq!(
+            Requirement::scopes(["admin"]).check(&plain),
+            Err(Unmet::Scope)
+        );
         assert_eq!(
             Requirement::scopes(["openid", "profile"]).check(&plain),
             Ok(())
@@ -378,11 +378,16 @@ mod tests {
             Err(Unmet::Claim),
             "types count"
         );
-        assert_eq!(verified.check(&claims(json!({"email_verified": true}))), Ok(()));
-        let dotted = Requirement::authenticated()
-            .claim_at(["resource_access", "my.client", "roles"], ["x"]);
         assert_eq!(
-            dotted.check(&claims(json!({"resource_access": {"my.client": {"roles": ["x"]}}}))),
+            verified.check(&claims(json!({"email_verified": true}))),
+            Ok(())
+        );
+        let dotted =
+            Requirement::authenticated().claim_at(["resource_access", "my.client", "roles"], ["x"]);
+        assert_eq!(
+            dotted.check(&claims(
+                json!({"resource_access": {"my.client": {"roles": ["x"]}}})
+            )),
             Ok(())
         );
     }

@@ -83,7 +83,9 @@ pub(crate) async fn login(
     };
     let scope = q.take("scope");
     if scope.as_deref().is_some_and(|s| !is_scope(s)) {
-        return Err(ApiError::invalid_request("scope is not a list of scope tokens"));
+        return Err(ApiError::invalid_request(
+            "scope is not a list of scope tokens",
+        ));
     }
     let code_challenge = match (q.take("code_challenge"), q.get("code_challenge_method")) {
         (None, None) => None,

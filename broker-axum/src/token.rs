@@ -53,8 +53,8 @@ pub(crate) fn token_request(mut f: Fields) -> Result<TokenRequest, ApiError> {
     let refresh = f.take_either("refresh_token", "refresh-token")?;
     let device = f.take_either("device_code", "device-code")?;
     let code = f.take("code");
-    let code_request = |code: String, f: &mut Fields| {
-        match (f.take("redirect_uri"), f.take("code_verifier")) {
+    let code_request =
+        |code: String, f: &mut Fields| match (f.take("redirect_uri"), f.take("code_verifier")) {
             (Some(redirect_uri), Some(verifier)) => Ok(TokenRequest::Code {
                 code: secret(code),
                 redirect_uri,
@@ -63,8 +63,7 @@ pub(crate) fn token_request(mut f: Fields) -> Result<TokenRequest, ApiError> {
             _ => Err(ApiError::invalid_request(
                 "Missing redirect_uri or code_verifier",
             )),
-        }
-    };
+        };
     match f.take("grant_type").as_deref() {
         Some(AUTHORIZATION_CODE) => match code {
             Some(code) => code_request(code, &mut f),
@@ -186,16 +185,36 @@ mod tests {
     fn grant_type_decides() {
         let v = "v".repeat(43);
         assert_eq!(
-            kind(&format!("grant_type=authorization_code&code=c&redirect_uri=r&code_verifier={v}")),
+            kind(&format!(
+                "grant_type=authorization_code&code=c&redirect_uri=r&code_verifier={v}"
+            )),
             "TokenRequest::Code"
         );
-        assert_eq!(kind("grant_type=authorization_code&code=c"), "400 invalid_request");
-        assert_eq!(kind("grant_type=refresh_token&refresh_token=t"), "TokenRequest::Refresh");
-        assert_eq!(kind("grant_type=refresh_token&refresh-token=t"), "TokenRequest::Refresh");
-        assert_eq!(kind("grant_type=refresh_token&code=c"), "400 invalid_request");
+        assert_eq!(
+            kind("grant_type=authorization_code&code=c"),
+            "400 invalid_request"
+        );
+        assert_eq!(
+            kind("grant_type=refresh_token&refresh_token=t"),
+            "TokenRequest::Refresh"
+        );
+        assert_eq!(
+            kind("grant_type=refresh_token&refresh-token=t"),
+            "TokenRequest::Refresh"
+        );
+        assert_eq!(
+            kind("grant_type=refresh_token&code=c"),
+            "400 invalid_request"
+        );
         let device = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Adevice_code";
-        assert_eq!(kind(&format!("{device}&device_code=d")), "TokenRequest::Device");
-        assert_eq!(kind(&format!("{device}&device-code=d")), "TokenRequest::Device");
+        assert_eq!(
+            kind(&format!("{device}&device_code=d")),
+            "TokenRequest::Device"
+        );
+        assert_eq!(
+            kind(&format!("{device}&device-code=d")),
+            "TokenRequest::Device"
+        );
         let exchange = "grant_type=urn:ietf:params:oauth:grant-type:token-exchange";
         assert_eq!(
             kind(&format!(
@@ -203,13 +222,21 @@ mod tests {
             )),
             "TokenRequest::Exchange"
         );
-        assert_eq!(kind(&format!("{exchange}&subject_token=s")), "TokenRequest::Exchange");
         assert_eq!(
-            kind(&format!("{exchange}&subject_token=s&subject_token_type=urn:x")),
+            kind(&format!("{exchange}&subject_token=s")),
+            "TokenRequest::Exchange"
+        );
+        assert_eq!(
+            kind(&format!(
+                "{exchange}&subject_token=s&subject_token_type=urn:x"
+            )),
             "400 invalid_request"
         );
         assert_eq!(kind(exchange), "400 invalid_request");
-        assert_eq!(kind("grant_type=password&refresh_token=t"), "400 unsupported_grant_type");
+        assert_eq!(
+            kind("grant_type=password&refresh_token=t"),
+            "400 unsupported_grant_type"
+        );
     }
 
     #[test]
@@ -217,13 +244,25 @@ mod tests {
         assert_eq!(kind("refresh-token=t"), "TokenRequest::Refresh");
         assert_eq!(kind("refresh_token=t"), "TokenRequest::Refresh");
         assert_eq!(kind("device-code=d"), "TokenRequest::Device");
-        assert_eq!(kind("device_code=d&refresh-token=t"), "TokenRequest::Device");
-        assert_eq!(kind("code=c&redirect_uri=r&code_verifier=v&refresh-token=t"), "TokenRequest::Code");
+        assert_eq!(
+            kind("device_code=d&refresh-token=t"),
+            "TokenRequest::Device"
+        );
+        assert_eq!(
+            kind("code=c&redirect_uri=r&code_verifier=v&refresh-token=t"),
+            "TokenRequest::Code"
+        );
         assert_eq!(kind("code=c&device_code=d"), "400 invalid_request");
         let e = parse("").err().unwrap();
         assert_eq!((e.code(), e.description()), ("invalid_request", NOTHING));
         assert_eq!(kind("refresh_token=&device-code="), "400 invalid_request");
-        assert_eq!(kind("refresh_token=a&refresh-token=b"), "400 invalid_request");
-        assert_eq!(kind("refresh_token=a&refresh_token=a"), "400 invalid_request");
+        assert_eq!(
+            kind("refresh_token=a&refresh-token=b"),
+            "400 invalid_request"
+        );
+        assert_eq!(
+            kind("refresh_token=a&refresh_token=a"),
+            "400 invalid_request"
+        );
     }
 }
