@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Run every test with every server started for it: installs (if missing)
 # and starts throwaway PostgreSQL (with PgBouncer in front of it),
-# Redis (single node and a 3-master cluster), a MongoDB-wire-protocol server and a
-# py-oidc-auth 2606.0.0 broker (the interop peer) on 127.0.0.1, runs
+# Redis (single node and a 3-master cluster), a MongoDB-wire-protocol server, a
+# py-oidc-auth 2606.0.0 broker (the interop peer) and an OpenID Connect
+# provider (nanoidp) on 127.0.0.1, runs
 # `cargo test --workspace`, then stops exactly the servers it started.
 # Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-servers=(postgres pgbouncer redis mongo pyoidc)
+servers=(postgres pgbouncer redis mongo pyoidc idp)
 started=()
 stop_all() {
   for s in "${started[@]}"; do

@@ -219,15 +219,10 @@ impl Broker {
         };
         let mut id_token = None;
         if let Some(family) = family
-            && let Some(ended) = self.end_family_with_grant(&family).await?
+            && let Some((family, taken)) = self.end_family(&family, Ending::LoggedOut).await?
         {
-            let (family, tip_grant) = ended;
             id_token = family.id_token.as_ref().map(|t| t.as_str().to_owned());
-            if let Some(grant) = tip_grant
-                && let Err(e) = self.idp.revoke(&grant.idp_refresh_token).await
-            {
-                tracing::warn!(error = %e, "revoking the IdP refresh token failed");
-            }
+            self.revoke_at_idp(&taken).await;
         }
         Ok(self
             .idp
@@ -235,11 +230,14 @@ impl Broker {
             .or_else(|| post.and_then(|p| Url::parse(p).ok())))
     }
 
-    /// RFC 7009: revoke a refresh token (its whole login). Unknown tokens
-    /// are not an error.
+    /// RFC 7009: revoke a refresh token (its whole login, and the IdP's
+    /// refresh token where the IdP offers revocation). Unknown tokens are
+    /// not an error.
     pub async fn revoke(&self, token: &str) -> Result<(), GrantError> {
-        if let Some(family) = self.family_of(token).await? {
-            self.end_family(&family, Ending::LoggedOut).await?;
+        if let Some(family) = self.family_of(token).await?
+            && let Some((_, taken)) = self.end_family(&family, Ending::LoggedOut).await?
+        {
+            self.revoke_at_idp(&taken).await;
         }
         Ok(())
     }
@@ -254,29 +252,6 @@ impl Broker {
         };
         let grant: Grant = decode(entry.payload.expose_secret())?;
         Ok(token.matches(&grant.verifier).then_some(grant.family))
-    }
-
-    /// End `family` as logged out, returning it and its tip grant (read
-    /// before it is taken, for the IdP revocation).
-    async fn end_family_with_grant(
-        &self,
-        family: &str,
-    ) -> Result<Option<(crate::grant::Family, Option<Grant>)>, GrantError> {
-        let tip = match self.family(family).await? {
-            Some((_, f)) => match &f.state {
-                crate::grant::FamilyState::Active { tip } => self
-                    .vault
-                    .get_entry(tip)
-                    .await?
-                    .and_then(|(e, _)| decode::<Grant>(e.payload.expose_secret()).ok()),
-                _ => None,
-            },
-            None => None,
-        };
-        Ok(self
-            .end_family(family, Ending::LoggedOut)
-            .await?
-            .map(|f| (f, tip)))
     }
 }
 

@@ -87,7 +87,9 @@ impl Broker {
             ));
         }
         tracing::warn!("refresh token reuse detected; revoking the login");
-        self.end_family(&grant.family, Ending::Compromised).await?;
+        if let Some((_, taken)) = self.end_family(&grant.family, Ending::Compromised).await? {
+            self.revoke_at_idp(&taken).await;
+        }
         Err(GrantError::ReuseDetected)
     }
 
@@ -170,8 +172,10 @@ impl Broker {
             .swap_entry(&family_entry, &family_stamp, &encode(&moved))
             .await?;
         if swapped.is_none() {
-            // A replay (or logout) got there first: the child must not live.
+            // A replay (or logout) got there first: the child must not live,
+            // nor the IdP refresh token it would have held.
             self.vault.take_entry(&next.jti).await?;
+            self.revoke_at_idp(&[child]).await;
             return Err(GrantError::InvalidGrant("the login has ended"));
         }
         let mut user = family.user;
@@ -190,12 +194,13 @@ impl Broker {
 
     /// End family `family` (idempotent): its state becomes `ending`, its
     /// tip grant is taken, and so is the tip's child if a refresh is
-    /// making one. Returns the family as it was, if it was active.
+    /// making one. Returns the family as it was, if it was active, and the
+    /// grants taken (for [`revoke_at_idp`](Self::revoke_at_idp)).
     pub(crate) async fn end_family(
         &self,
         family: &str,
         ending: Ending,
-    ) -> Result<Option<Family>, GrantError> {
+    ) -> Result<Option<(Family, Vec<Grant>)>, GrantError> {
         let key = family_key(family);
         loop {
             let Some((entry, stamp)) = self.vault.get_entry(&key).await? else {
@@ -221,13 +226,30 @@ impl Broker {
             {
                 continue;
             }
+            let mut taken = Vec::new();
             if let Some(tip_entry) = self.vault.take_entry(tip).await?
                 && let Ok(tip_grant) = decode::<Grant>(tip_entry.payload.expose_secret())
-                && let GrantState::Claimed { next, .. } = tip_grant.state
             {
-                self.vault.take_entry(&next).await?;
+                if let GrantState::Claimed { next, .. } = &tip_grant.state
+                    && let Some(child) = self.vault.take_entry(next).await?
+                    && let Ok(child) = decode::<Grant>(child.payload.expose_secret())
+                {
+                    taken.push(child);
+                }
+                taken.push(tip_grant);
             }
-            return Ok(Some(current));
+            return Ok(Some((current, taken)));
+        }
+    }
+
+    /// Revoke the IdP refresh tokens of `grants` where the IdP offers
+    /// revocation (RFC 7009), best effort: the login is already ended in
+    /// the store, so a failure is only logged.
+    pub(crate) async fn revoke_at_idp(&self, grants: &[Grant]) {
+        for grant in grants {
+            if let Err(e) = self.idp.revoke(&grant.idp_refresh_token).await {
+                tracing::warn!(error = %e, "revoking the IdP refresh token failed");
+            }
         }
     }
 }
