@@ -12,8 +12,9 @@ use crate::ServerError;
 pub const ENV_PREFIX: &str = "OIDC_BROKER_";
 
 /// The server's settings. Every field has a default except the identity
-/// provider (not needed with `--demo`).
-#[derive(Debug, Clone, Deserialize)]
+/// provider (not needed with `--demo`). `Debug` shows the store URL's
+/// scheme only: the rest may hold a password.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address to listen on. Default `127.0.0.1:8080`. Env `OIDC_BROKER_LISTEN`.
@@ -58,6 +59,25 @@ pub struct IdpSection {
     /// Scopes asked for (`openid` is always added). Default `profile email`.
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = self.store_url.split_once(':').map_or("?", |(s, _)| s);
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("public_url", &self.public_url)
+            .field("prefix", &self.prefix)
+            .field("audience", &self.audience)
+            .field("store_url", &format_args!("{scheme}:[REDACTED]"))
+            .field("namespace", &self.namespace)
+            .field("redirect_uris", &self.redirect_uris)
+            .field("post_logout_redirect_uris", &self.post_logout_redirect_uris)
+            .field("legacy_pkce_in_state", &self.legacy_pkce_in_state)
+            .field("access_ttl_secs", &self.access_ttl_secs)
+            .field("idp", &self.idp)
+            .finish()
+    }
 }
 
 impl Default for Config {

@@ -37,8 +37,7 @@ fn main() -> ExitCode {
         .with(tracing_subscriber::fmt::layer())
         .with(filter)
         .init();
-    // One rustls provider in the process (A32): ring.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    oidc_broker::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -37,13 +37,18 @@ client_id = "broker"
     let over = Config::load(
         Some(file.path()),
         env(&[
-            ("OIDC_BROKER_STORE_URL", "postgres://db/broker"),
+            ("OIDC_BROKER_STORE_URL", "postgres://u:pw-x@db/broker"),
             ("OIDC_BROKER_PREFIX", ""),
             ("OIDC_BROKER_IDP_CLIENT_ID", "other"),
         ]),
     )
     .unwrap();
-    assert_eq!(over.store_url, "postgres://db/broker");
+    assert_eq!(over.store_url, "postgres://u:pw-x@db/broker");
+    let shown = format!("{over:?}");
+    assert!(
+        !shown.contains("pw-x") && shown.contains("postgres:[REDACTED]"),
+        "{shown}"
+    );
     assert_eq!(over.issuer(), "https://broker.example");
     assert_eq!(over.idp.unwrap().client_id, "other");
 
@@ -71,4 +76,54 @@ fn bad_settings_are_refused_with_a_message() {
     assert!(e.is_err());
     assert!(oidc_broker::key_from_env(env(&[])).is_err());
     assert!(oidc_broker::key_from_env(env(&[("OIDC_BROKER_KEY", "not base64!")])).is_err());
+}
+
+#[tokio::test]
+async fn the_app_serves_health_and_the_routes_on_sled_by_default() {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use broker_core::{EncryptionKey, KeySource};
+    use broker_testkit::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, TestIdp, TestIdpConfig};
+    use tower::ServiceExt as _;
+
+    let idp = TestIdp::start(TestIdpConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sled://{}", dir.path().join("db").display());
+    let vars = [
+        ("OIDC_BROKER_IDP_ISSUER", idp.issuer()),
+        ("OIDC_BROKER_IDP_CLIENT_ID", DEFAULT_CLIENT_ID),
+        ("OIDC_BROKER_STORE_URL", store.as_str()),
+    ];
+    let cfg = Config::load(None, env(&vars)).unwrap();
+    let key = KeySource::Raw(EncryptionKey::generate());
+    let vault = oidc_broker::open_vault(&cfg, key).await.unwrap();
+    let secret = Some(DEFAULT_CLIENT_SECRET.into());
+    let broker = oidc_broker::open_broker(&cfg, vault, secret).await.unwrap();
+    let app = oidc_broker::app(&cfg, Arc::new(broker));
+    let get = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
+
+    let health = app.clone().oneshot(get("/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    let body = axum::body::to_bytes(health.into_body(), 1024)
+        .await
+        .unwrap();
+    assert_eq!(&body[..], b"{\"status\":\"ok\"}");
+    let jwks = app
+        .clone()
+        .oneshot(get("/api/auth/v2/.well-known/jwks.json"))
+        .await
+        .unwrap();
+    assert_eq!(jwks.status(), 200);
+    let token = app
+        .oneshot(
+            Request::post("/api/auth/v2/token")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from("refresh-token=nope"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(token.status(), 400);
 }
