@@ -68,7 +68,9 @@ pub async fn open_vault(cfg: &Config, key: KeySource) -> Result<Arc<TokenVault>,
 /// Make ring the process's rustls provider (A32: one provider) unless one
 /// is installed already; reqwest built with `rustls-no-provider` panics
 /// without one.
+/// Without the `https` feature there is no TLS and nothing to install.
 pub fn install_crypto_provider() {
+    #[cfg(feature = "https")]
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         // Losing a race to another installer is fine: one is installed.
         let _ = rustls::crypto::ring::default_provider().install_default();
