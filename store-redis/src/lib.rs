@@ -102,7 +102,13 @@
 
 mod connect;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod format;
+#[cfg(not(feature = "fuzzing"))]
+mod format;
 mod keys;
+mod migrate;
 mod reconnect;
 mod records;
 mod revocation;
@@ -110,6 +116,7 @@ mod scripts;
 mod sessions;
 
 pub use error::{DriverError, SetupError};
+pub use format::FORMAT_VERSION;
 pub use reconnect::{REBUILD_INTERVAL, ReconnectingCluster};
 
 use std::fmt;
@@ -149,8 +156,6 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// session under a key only that call can name.
 pub const RECEIPT_TTL: Duration = Duration::from_secs(60);
 
-/// Storage format written by `setup` (bumped on incompatible layout changes).
-pub(crate) const FORMAT: &str = "store-redis/2";
 /// How long after its expiry a subject index entry is kept (and the index
 /// key after its last entry): workers whose clocks disagree by less than
 /// this still find every session a revoke must delete.
@@ -165,7 +170,7 @@ pub(crate) const FAN_OUT: usize = 32;
 ///
 /// | operation | [`Topology::Cluster`] (cluster-safe) | [`Topology::SingleNode`] |
 /// |---|---|---|
-/// | `get_session` | 1 (`GETEX`: to the primary) | 1 (`GET`) |
+/// | `get_session` | 1 (`HMGET` in a script: to the primary) | 1 (`HMGET`) |
 /// | `take_session`, `delete_session` | 1 script | 1 script |
 /// | `save_session`, `create_session` | 2 scripts (subject's slot, then session's) | 1 script |
 ///
@@ -389,8 +394,9 @@ where
 
     /// Checks the server(s) (`INFO`: no replica, no evicting
     /// `maxmemory-policy` unless allowed, cluster mode for an asserted
-    /// [`Topology::SingleNode`]), then writes the storage format marker or
-    /// checks it ([`SetupError`]).
+    /// [`Topology::SingleNode`]; [`SetupError`]), then records the storage
+    /// format ([`FORMAT_VERSION`]) or checks it: format 2 is migrated in
+    /// place, a newer one refused with a [`broker_core::FormatError`].
     async fn setup(&self) -> Result<()> {
         self.check_and_mark().await
     }
@@ -408,9 +414,9 @@ where
         self.save(session).await
     }
 
-    /// One `GET` (on a cluster `GETEX`, which redis-rs routes to the
-    /// primary): no revocation check is needed, as no store keeps a session
-    /// a kept marker hides.
+    /// One `HMGET` (on a cluster inside a script, which redis-rs routes to
+    /// the primary): no revocation check is needed, as no store keeps a
+    /// session a kept marker hides.
     async fn get_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
         self.get(jti).await
     }

@@ -117,6 +117,12 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod codec;
+#[cfg(not(feature = "fuzzing"))]
+mod codec;
+mod format;
 mod keys;
 mod ops;
 mod revocation;
@@ -136,6 +142,7 @@ use sled::transaction::TransactionError;
 
 use crate::trees::{TREE_SUFFIXES, Trees, tree_name};
 
+pub use format::FORMAT_VERSION;
 pub use sled;
 
 /// How many index entries purge and revoke read per batch.
