@@ -9,7 +9,7 @@
 //! lock: the record is written once (`$setOnInsert` upsert) and read back,
 //! so concurrent setups agree; a migration added later must be idempotent.
 
-use broker_core::{FormatError, Result, StoreError};
+use broker_core::{FormatError, Namespace, Result, StoreError};
 use mongodb::Collection;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::ReturnDocument;
@@ -25,9 +25,14 @@ const STORE: &str = "store-mongo";
 /// The `_id` of the format record.
 const FORMAT_ID: &str = "format";
 
+/// The name of the collection of the format record.
+pub(crate) fn meta_name(namespace: &Namespace) -> String {
+    format!("{}_meta", namespace.as_str())
+}
+
 /// The collection of the format record.
 pub(crate) fn meta(store: &MongoStore) -> Collection<Document> {
-    collection(&store.db, &format!("{}_meta", store.namespace.as_str()))
+    collection(&store.db, &meta_name(&store.namespace))
 }
 
 /// Record [`FORMAT_VERSION`] unless a format is recorded, and check what

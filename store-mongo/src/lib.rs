@@ -386,9 +386,11 @@ impl MongoStore {
     }
 
     /// The names of the collections this store's namespace uses: sessions,
-    /// revocations, records, peers.
-    pub fn collection_names(&self) -> [String; 4] {
-        collection_names(&self.namespace)
+    /// revocations, records, peers, and the storage-format record (`meta`).
+    pub fn collection_names(&self) -> [String; 5] {
+        let [sessions, revocations, records, peers] = collection_names(&self.namespace);
+        let meta = format::meta_name(&self.namespace);
+        [sessions, revocations, records, peers, meta]
     }
 
     fn build(

@@ -62,8 +62,8 @@ async fn setup_from_16_tasks_on_4_pools_leaves_one_table_and_index_set() {
     .fetch_all(admin)
     .await
     .unwrap();
-    // Four primary keys plus expiry, subject and revocation-expiry indexes.
-    assert_eq!(indexes.len(), 7, "{indexes:?}");
+    // Five primary keys plus expiry, subject and revocation-expiry indexes.
+    assert_eq!(indexes.len(), 8, "{indexes:?}");
     for wanted in [
         "sessions_expires_at_idx",
         "sessions_sub_idx",
