@@ -80,7 +80,12 @@ impl FormatError {
     /// assert_eq!(FormatError::check("store-x", 2, 1, 2), Ok(2));
     /// assert!(FormatError::check("store-x", 3, 1, 2).unwrap_err().is_newer());
     /// ```
-    pub fn check(store: &'static str, found: u32, oldest: u32, supported: u32) -> Result<u32, Self> {
+    pub fn check(
+        store: &'static str,
+        found: u32,
+        oldest: u32,
+        supported: u32,
+    ) -> Result<u32, Self> {
         if found > supported {
             Err(Self::newer(store, found, supported))
         } else if found < oldest {

@@ -17,8 +17,7 @@ use broker_core::crypto::{Binding, EncryptionKey, Keyring, OVERHEAD, sealed_key_
 use broker_core::keys::{FOUNDER_RECORD, KdfParams, key_check_record};
 use broker_core::vault::{NONCE_COUNTER_PREFIX, NONCE_LIMIT};
 use broker_core::{
-    BrokerStore, Corruption, KeyConfig, MemoryStore, Session, SessionRecord, StoreError,
-    TokenVault,
+    BrokerStore, Corruption, KeyConfig, MemoryStore, Session, SessionRecord, StoreError, TokenVault,
 };
 use proptest::prelude::*;
 use secrecy::{ExposeSecret, SecretString};

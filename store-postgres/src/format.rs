@@ -119,7 +119,6 @@ impl PostgresStore {
 
 /// Whether this version can use a namespace recorded as format `found`.
 fn check(found: i64) -> std::result::Result<u32, FormatError> {
-    let found =
-        u32::try_from(found).map_err(|_| FormatError::unreadable(STORE, FORMAT_VERSION))?;
+    let found = u32::try_from(found).map_err(|_| FormatError::unreadable(STORE, FORMAT_VERSION))?;
     FormatError::check(STORE, found, OLDEST_MIGRATED, FORMAT_VERSION)
 }

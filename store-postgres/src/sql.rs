@@ -127,13 +127,7 @@ pub(crate) struct Statements {
 
 impl Statements {
     pub(crate) fn new(schema: Option<&str>, n: &Names) -> Self {
-        let (s, r, rec, p, m) = (
-            &n.sessions,
-            &n.revocations,
-            &n.records,
-            &n.peers,
-            &n.meta,
-        );
+        let (s, r, rec, p, m) = (&n.sessions, &n.revocations, &n.records, &n.peers, &n.meta);
 
         // One simple-protocol message = one implicit transaction, so the
         // advisory lock is held until every DDL statement below is done.

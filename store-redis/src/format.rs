@@ -181,7 +181,13 @@ mod tests {
         assert!(newer.is_newer() && newer.found == Some(4));
         let old = version(b"store-redis/1").unwrap_err();
         assert_eq!((old.found, old.oldest), (Some(1), 2));
-        for foreign in [&b"store-redis/03"[..], b"store-redis/", b"other/3", b"\xff", b""] {
+        for foreign in [
+            &b"store-redis/03"[..],
+            b"store-redis/",
+            b"other/3",
+            b"\xff",
+            b"",
+        ] {
             assert_eq!(version(foreign).unwrap_err().found, None, "{foreign:?}");
         }
     }

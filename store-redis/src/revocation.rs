@@ -29,7 +29,6 @@ use crate::format::{self, MARKER_FIELDS};
 use crate::keys::{BUCKETS, bucket_of, hex, unhex};
 use crate::{FAN_OUT, PURGE_BATCH, RedisStore, SUBJECT_GRACE, receipt_ms, scripts, token};
 
-
 /// The marker of the subject a hex registry entry names, from its
 /// [`MARKER_FIELDS`], and whether a revoke is at work on it.
 fn decode_marker(

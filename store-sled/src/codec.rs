@@ -207,21 +207,40 @@ mod tests {
     }
 
     fn session_bytes() -> impl Strategy<Value = Vec<u8>> {
-        (".{0,20}", any::<i64>(), any::<i64>(), proptest::collection::vec(any::<u8>(), 1..40))
+        (
+            ".{0,20}",
+            any::<i64>(),
+            any::<i64>(),
+            proptest::collection::vec(any::<u8>(), 1..40),
+        )
             .prop_map(|(sub, expires_at, auth_time, sealed)| {
-                encode_session(&SessionRecord { jti: "j".into(), sub, expires_at, auth_time, sealed })
+                encode_session(&SessionRecord {
+                    jti: "j".into(),
+                    sub,
+                    expires_at,
+                    auth_time,
+                    sealed,
+                })
             })
     }
 
     fn revocation_bytes() -> impl Strategy<Value = Vec<u8>> {
         (any::<i64>(), any::<i64>()).prop_map(|(revoked_at, keep_until)| {
-            encode_revocation(&Revocation { sub: "s".into(), revoked_at, keep_until })
+            encode_revocation(&Revocation {
+                sub: "s".into(),
+                revoked_at,
+                keep_until,
+            })
         })
     }
 
     fn peer_bytes() -> impl Strategy<Value = Vec<u8>> {
         (any::<i64>(), ".{0,40}").prop_map(|(fetched_at, jwks)| {
-            encode_peer(&PeerJwks { issuer: "https://i".into(), jwks, fetched_at })
+            encode_peer(&PeerJwks {
+                issuer: "https://i".into(),
+                jwks,
+                fetched_at,
+            })
         })
     }
 

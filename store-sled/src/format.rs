@@ -43,11 +43,7 @@ pub(crate) fn check(db: &sled::Db, namespace: &Namespace, op: &'static str) -> R
     // writer of a sled database is in this process). Then record it, unless
     // another handle changed the record meanwhile.
     let recorded = meta
-        .compare_and_swap(
-            FORMAT_KEY,
-            stored,
-            Some(&FORMAT_VERSION.to_be_bytes()[..]),
-        )
+        .compare_and_swap(FORMAT_KEY, stored, Some(&FORMAT_VERSION.to_be_bytes()[..]))
         .map_err(|e| sled_error(op, e))?;
     match recorded {
         Ok(()) => Ok(true),
@@ -66,7 +62,12 @@ fn version(op: &'static str, bytes: &[u8]) -> Result<u32> {
     <[u8; 4]>::try_from(bytes)
         .map_err(|_| FormatError::unreadable(STORE, FORMAT_VERSION))
         .and_then(|b| {
-            FormatError::check(STORE, u32::from_be_bytes(b), OLDEST_MIGRATED, FORMAT_VERSION)
+            FormatError::check(
+                STORE,
+                u32::from_be_bytes(b),
+                OLDEST_MIGRATED,
+                FORMAT_VERSION,
+            )
         })
         .map_err(|e| StoreError::backend(op, e))
 }

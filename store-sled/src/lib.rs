@@ -526,4 +526,6 @@ fn key_batch(op: &'static str, iter: sled::Iter) -> Result<Vec<IVec>> {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_format;
+#[cfg(test)]
 mod tests_lifecycle;

@@ -5,8 +5,8 @@ use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
-use broker_core::clock::Clock;
 use crate::codec;
+use broker_core::clock::Clock;
 use broker_core::{
     BrokerStore, Corruption, Namespace, PeerJwks, Result, Revocation, RevocationPage, SessionPage,
     SessionRecord, StoreBackend, StoreError, StoreStats,

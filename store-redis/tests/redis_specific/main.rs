@@ -2,7 +2,9 @@
 //! server (prefix, hex-encoded user input, one hash slot per operation),
 //! bounded indexes with native expiry, and connections of every kind.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod format;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

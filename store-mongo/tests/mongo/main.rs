@@ -4,7 +4,9 @@
 //! input staying literal, the read-side expiry check, handle reuse, and error
 //! mapping.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod format;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -3,8 +3,7 @@
 //! `FormatError` and nothing changes; a namespace from before format
 //! versions (no `<ns>_meta`) is recorded as format 1 and reads as before.
 
-mod common;
-
+use crate::common;
 use broker_core::{BrokerStore, FormatError, SessionRecord, StoreError, unix_now};
 use sqlx::PgPool;
 use store_postgres::{FORMAT_VERSION, PostgresStore};
@@ -115,5 +114,8 @@ async fn a_namespace_from_before_format_versions_is_recorded_and_reads() {
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert!(left.is_empty(), "drop_namespace drops the record too: {left:?}");
+    assert!(
+        left.is_empty(),
+        "drop_namespace drops the record too: {left:?}"
+    );
 }

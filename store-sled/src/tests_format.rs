@@ -3,8 +3,8 @@
 //! `FormatError` and left alone; a namespace written before formats were
 //! recorded (format 1, no `meta` tree) is recorded and reads as before.
 
+use crate::{FORMAT_VERSION, SledStore};
 use broker_core::{BrokerStore, FormatError, Namespace, SessionRecord, StoreError, unix_now};
-use store_sled::{FORMAT_VERSION, SledStore};
 
 fn open(dir: &tempfile::TempDir, ns: &str) -> SledStore {
     SledStore::open(dir.path())
@@ -32,14 +32,20 @@ async fn setup_records_the_format_once() {
     let store = open(&dir, "fmt");
     assert_eq!(recorded(&store), None);
     store.setup().await.expect("setup");
-    assert_eq!(recorded(&store), Some(FORMAT_VERSION.to_be_bytes().to_vec()));
+    assert_eq!(
+        recorded(&store),
+        Some(FORMAT_VERSION.to_be_bytes().to_vec())
+    );
     assert!(store.tree_names().contains(&"fmt/meta".to_owned()));
     store.setup().await.expect("setup again");
     // Dropping the namespace drops its record too; a new setup writes it.
     store.drop_namespace().await.expect("drop");
     assert_eq!(recorded(&store), None);
     store.setup().await.expect("setup after drop");
-    assert_eq!(recorded(&store), Some(FORMAT_VERSION.to_be_bytes().to_vec()));
+    assert_eq!(
+        recorded(&store),
+        Some(FORMAT_VERSION.to_be_bytes().to_vec())
+    );
 }
 
 /// Fails before format versions: `setup` only opened the trees and

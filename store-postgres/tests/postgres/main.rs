@@ -1,7 +1,9 @@
 //! PostgreSQL-specific tests (the shared contract runs in `conformance.rs`).
 //! They need the test server: `eval "$(scripts/servers/postgres.sh start)"`.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod format;
 
 use std::collections::BTreeSet;
 use std::error::Error as _;

@@ -6,16 +6,14 @@
 //! Format 2 is planted with raw commands, so these tests also pin what it
 //! was: the key layout (unchanged in format 3) and its value encodings.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::{Raw, Topology};
 use broker_core::vault::{KEY_BUDGET_NAMESPACE, NONCE_COUNTER_PREFIX, NONCE_LIMIT};
 use broker_core::{
     BrokerStore, EncryptionKey, FormatError, KeyConfig, Namespace, PeerJwks, Revocation,
     SessionRecord, StoreError, TokenVault, unix_now,
 };
-use common::{Raw, Topology};
 use store_redis::redis;
 
 async fn topologies() -> Vec<Topology> {
@@ -42,7 +40,12 @@ impl Layout {
         format!("{:02x}", h % 64)
     }
     fn session(&self, jti: &str) -> String {
-        format!("{0}:s:{{{0}:{1}}}:{2}", self.0, Self::bucket(jti), hex(jti.as_bytes()))
+        format!(
+            "{0}:s:{{{0}:{1}}}:{2}",
+            self.0,
+            Self::bucket(jti),
+            hex(jti.as_bytes())
+        )
     }
     fn lex(&self, jti: &str) -> String {
         format!("{0}:l:{{{0}:{1}}}", self.0, Self::bucket(jti))
@@ -116,7 +119,12 @@ async fn plant_value(raw: &Raw, l: &Layout, jti: &str, value: &[u8], expires_at:
         .query(redis::cmd("ZADD").arg(l.lex(jti)).arg(0).arg(&member))
         .await;
     let _: i64 = raw
-        .query(redis::cmd("ZADD").arg(l.exp(jti)).arg(expires_at).arg(&member))
+        .query(
+            redis::cmd("ZADD")
+                .arg(l.exp(jti))
+                .arg(expires_at)
+                .arg(&member),
+        )
         .await;
 }
 
@@ -155,7 +163,11 @@ async fn setup_refuses_a_newer_format_and_changes_nothing() {
         assert_eq!(format.store, "store-redis");
         let kept: String = raw.query(redis::cmd("GET").arg(&meta)).await;
         assert_eq!(kept, "store-redis/4");
-        assert_eq!(topology.keys(&ns).await.expect("keys").len(), 1, "only meta");
+        assert_eq!(
+            topology.keys(&ns).await.expect("keys").len(),
+            1,
+            "only meta"
+        );
 
         // Format 1 predates what this version migrates; foreign markers
         // are not this store's.
@@ -242,7 +254,11 @@ async fn setup_migrates_format_2_in_place() {
             )
             .await;
         let _: () = raw
-            .query(redis::cmd("SET").arg(format!("{ns}:meta")).arg("store-redis/2"))
+            .query(
+                redis::cmd("SET")
+                    .arg(format!("{ns}:meta"))
+                    .arg("store-redis/2"),
+            )
             .await;
 
         let store = topology.open(&ns).await.expect("connect");
@@ -266,7 +282,10 @@ async fn setup_migrates_format_2_in_place() {
             .await;
         assert_eq!((ra, ku), (now, now + 600), "{what}: tombstone");
 
-        assert_eq!(store.get_session("j-alice").await.expect("get"), Some(alice));
+        assert_eq!(
+            store.get_session("j-alice").await.expect("get"),
+            Some(alice)
+        );
         assert!(
             matches!(
                 store.get_session("j-bad").await,
@@ -274,7 +293,10 @@ async fn setup_migrates_format_2_in_place() {
             ),
             "{what}: an unreadable format-2 value still reads as corrupt"
         );
-        assert_eq!(store.get_record("rec").await.expect("record"), Some(b"value".to_vec()));
+        assert_eq!(
+            store.get_record("rec").await.expect("record"),
+            Some(b"value".to_vec())
+        );
         assert_eq!(store.load_peers().await.expect("peers"), vec![peer]);
         let marked = store.scan_revocations(None, 10).await.expect("scan");
         assert_eq!(

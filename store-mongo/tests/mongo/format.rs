@@ -3,8 +3,7 @@
 //! anything else changes; a namespace from before format versions (no
 //! `<ns>_meta`) is recorded as format 1 and reads as before.
 
-mod common;
-
+use crate::common;
 use broker_core::{BrokerStore, FormatError, Namespace, SessionRecord, StoreError, unix_now};
 use store_mongo::mongodb::Database;
 use store_mongo::mongodb::bson::{Bson, Document, doc};
@@ -58,7 +57,10 @@ async fn setup_refuses_a_newer_format_and_changes_nothing() {
     );
     let newer = FORMAT_VERSION as i32 + 1;
     meta(&store, &db)
-        .update_one(doc! { "_id": "format" }, doc! { "$set": { "version": newer } })
+        .update_one(
+            doc! { "_id": "format" },
+            doc! { "$set": { "version": newer } },
+        )
         .await
         .expect("plant a newer format");
     // A newer version may have done without the sessions' indexes.
@@ -81,7 +83,10 @@ async fn setup_refuses_a_newer_format_and_changes_nothing() {
 
     // A version no release writes is not one at all.
     meta(&store, &db)
-        .update_one(doc! { "_id": "format" }, doc! { "$set": { "version": "one" } })
+        .update_one(
+            doc! { "_id": "format" },
+            doc! { "$set": { "version": "one" } },
+        )
         .await
         .unwrap();
     let format = format_error(&store.setup().await.expect_err("unreadable"));
@@ -117,5 +122,9 @@ async fn a_namespace_from_before_format_versions_is_recorded_and_reads() {
     let again: Vec<_> = futures::future::join_all((0..8).map(|_| store.setup())).await;
     assert!(again.iter().all(Result::is_ok), "{again:?}");
     store.drop_namespace().await.expect("drop");
-    assert_eq!(recorded(&store, &db).await, None, "dropped with the namespace");
+    assert_eq!(
+        recorded(&store, &db).await,
+        None,
+        "dropped with the namespace"
+    );
 }
