@@ -2,19 +2,26 @@
 //!
 //! # Layout
 //!
-//! Format `store-redis/2`: `setup` refuses a namespace of another format
-//! with `SetupError::Format` (no migration). Keys start with
-//! `<namespace>:`; a `jti` or `sub` appears only hex-encoded, so it can
-//! neither pick a hash slot nor collide. A session is a string (native
-//! expiry `EXAT expires_at`) in one of 64 buckets; its bucket's scan and
-//! expiry indexes, tombstones and receipts share its slot. A subject's
-//! index of jtis and its revocation marker share the subject's slot. Every
-//! script declares its keys; on a cluster none touches two slots. Details:
-//! `src/keys.rs`.
+//! Storage format `store-redis/3` ([`FORMAT_VERSION`], recorded in
+//! `<namespace>:meta` by `setup`): keys start with `<namespace>:`; a `jti`
+//! or `sub` appears only hex-encoded, so it can neither pick a hash slot
+//! nor collide. A session is a hash (`sub`, `expires_at`, `auth_time`,
+//! `sealed`; native expiry `EXAT expires_at`) in one of 64 buckets; its
+//! bucket's scan and expiry indexes, tombstones and receipts share its
+//! slot. A subject's index of jtis and its revocation marker (a hash) share
+//! the subject's slot. Scripts read fields by name, never by byte offset.
+//! Every script declares its keys; on a cluster none touches two slots.
+//! Details: `src/keys.rs`, `src/format.rs`.
+//!
+//! `setup` migrates a namespace of format 2 (strings of fixed-offset
+//! binary) in place, key by key, then records format 3; it refuses a newer
+//! or unknown format with a [`broker_core::FormatError`] and changes
+//! nothing. Stop every worker of the older version first (one would write
+//! format-2 values again); see `docs/UPGRADING.md`.
 //!
 //! # Round trips
 //!
-//! get = one `GET` (`GETEX` on a cluster), take = delete = one script;
+//! get = one `HMGET` (in a script on a cluster), take = delete = one script;
 //! save/create = one script on one server (`Topology::SingleNode`, which
 //! `connect` picks on `cluster_enabled:0`), two on a cluster or unknown
 //! (`Topology::Cluster`: the subject's slot, then the session's). Assert
@@ -50,7 +57,7 @@
 //!
 //! # Replicas
 //!
-//! Reads never go to a replica: every read is a script or `GETEX`, which
+//! Reads never go to a replica: on a cluster every read is a script, which
 //! redis-rs sends to the primary even on a cluster handle built with
 //! `read_routing_strategy`/`read_from_replicas`; `setup` refuses a server
 //! that reports `role:slave` (`SetupError::Replica`). Replication is
