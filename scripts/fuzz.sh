@@ -10,7 +10,8 @@
 # Prints the build time and, per target, libFuzzer's count of executed
 # inputs; fails if any target crashes (panic, sanitizer report, timeout or
 # out-of-memory). A crashing input is left in fuzz/artifacts/<target>/: fix
-# the bug and commit the input as a regression test under broker-core/tests/.
+# the bug and commit the input as a regression test in the decoder's crate
+# (broker-core/tests/decoders.rs, store-sled/src/codec.rs, store-redis/src/format.rs).
 #
 # Only a stable toolchain is needed: RUSTC_BOOTSTRAP=1 lets it take the
 # nightly flags cargo fuzz passes (sanitizer coverage, -Zsanitizer=address).

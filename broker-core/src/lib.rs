@@ -4,10 +4,10 @@
 
 pub mod backend;
 pub mod clock;
-pub mod codec;
 pub mod crypto;
 pub mod error;
 pub mod ext;
+pub mod format;
 pub mod keys;
 pub mod memory;
 pub mod purge;
@@ -21,6 +21,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use crypto::{EncryptionKey, KeyId};
 pub use error::{BoxError, Corruption, Result, StoreError};
 pub use ext::BrokerStoreExt;
+pub use format::FormatError;
 pub use keys::{KeyConfig, KeySource};
 pub use memory::MemoryStore;
 pub use purge::{PurgeTask, spawn_purge_task};

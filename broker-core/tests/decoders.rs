@@ -5,10 +5,11 @@
 //! every single-bit flip, truncation or extension of a valid sealed blob is
 //! a typed error, as is opening it at another place.
 //!
-//! Complements the unit proptests in `codec.rs`, `crypto.rs` and `keys.rs`
-//! (short random byte strings, a fixed 100-byte blob): here the inputs are
-//! steered past the version byte, cover the full integer ranges, and reach
-//! the session payload and the key records through the vault.
+//! Complements the unit proptests in `crypto.rs` and `keys.rs` (short
+//! random byte strings, a fixed 100-byte blob): here the inputs are steered
+//! past the version byte, cover the full integer ranges, and reach the
+//! session payload and the key records through the vault. The backends'
+//! own record encodings are tested (and fuzzed) in their crates.
 
 use std::sync::Arc;
 
@@ -16,8 +17,7 @@ use broker_core::crypto::{Binding, EncryptionKey, Keyring, OVERHEAD, sealed_key_
 use broker_core::keys::{FOUNDER_RECORD, KdfParams, key_check_record};
 use broker_core::vault::{NONCE_COUNTER_PREFIX, NONCE_LIMIT};
 use broker_core::{
-    BrokerStore, Corruption, KeyConfig, MemoryStore, PeerJwks, Revocation, Session, SessionRecord,
-    StoreError, TokenVault, codec,
+    BrokerStore, Corruption, KeyConfig, MemoryStore, Session, SessionRecord, StoreError, TokenVault,
 };
 use proptest::prelude::*;
 use secrecy::{ExposeSecret, SecretString};
@@ -57,44 +57,6 @@ fn mutated(valid: impl Strategy<Value = Vec<u8>>) -> impl Strategy<Value = Vec<u
             }
         }
         v
-    })
-}
-
-fn session_bytes() -> impl Strategy<Value = Vec<u8>> {
-    (
-        ".{0,20}",
-        any::<i64>(),
-        any::<i64>(),
-        proptest::collection::vec(any::<u8>(), 1..40),
-    )
-        .prop_map(|(sub, expires_at, auth_time, sealed)| {
-            codec::encode_session(&SessionRecord {
-                jti: "j".into(),
-                sub,
-                expires_at,
-                auth_time,
-                sealed,
-            })
-        })
-}
-
-fn revocation_bytes() -> impl Strategy<Value = Vec<u8>> {
-    (any::<i64>(), any::<i64>()).prop_map(|(revoked_at, keep_until)| {
-        codec::encode_revocation(&Revocation {
-            sub: "s".into(),
-            revoked_at,
-            keep_until,
-        })
-    })
-}
-
-fn peer_bytes() -> impl Strategy<Value = Vec<u8>> {
-    (any::<i64>(), ".{0,40}").prop_map(|(fetched_at, jwks)| {
-        codec::encode_peer(&PeerJwks {
-            issuer: "https://i".into(),
-            jwks,
-            fetched_at,
-        })
     })
 }
 
@@ -181,72 +143,6 @@ fn session(jti: &str, sub: &str, token: &str, info: serde_json::Value) -> Sessio
 }
 
 proptest! {
-    // ---- codec: sessions, revocation markers, peer JWKS ----
-
-    #[test]
-    fn session_decoder_is_total_and_canonical(bytes in prop_oneof![versioned(96), mutated(session_bytes())]) {
-        match codec::decode_session("t", "j".into(), &bytes) {
-            Ok(s) => {
-                prop_assert_eq!(&codec::encode_session(&s), &bytes);
-                prop_assert_eq!(codec::session_expires_at("t", &bytes).ok(), Some(s.expires_at));
-            }
-            Err(e) => prop_assert!(is_corrupt(&e), "{:?}", e),
-        }
-        if let Err(e) = codec::session_expires_at("t", &bytes) {
-            prop_assert!(is_corrupt(&e), "{:?}", e);
-        }
-    }
-
-    #[test]
-    fn any_session_round_trips(
-        sub in proptest::collection::vec(any::<char>(), 0..255).prop_map(|c| c.into_iter().collect::<String>()),
-        expires_at in any::<i64>(),
-        auth_time in any::<i64>(),
-        sealed in proptest::collection::vec(any::<u8>(), 1..300),
-    ) {
-        let s = SessionRecord { jti: "j".into(), sub, expires_at, auth_time, sealed };
-        let bytes = codec::encode_session(&s);
-        prop_assert_eq!(codec::decode_session("t", "j".into(), &bytes).unwrap(), s.clone());
-        prop_assert_eq!(codec::session_expires_at("t", &bytes).unwrap(), expires_at);
-        // Every strict prefix that keeps the header is refused, never misread.
-        for len in 0..(1 + 8 + 8 + 2 + s.sub.len() + 1) {
-            prop_assert!(codec::decode_session("t", "j".into(), &bytes[..len]).is_err(), "prefix {}", len);
-        }
-    }
-
-    #[test]
-    fn revocation_decoder_is_total_and_canonical(bytes in prop_oneof![versioned(40), mutated(revocation_bytes())]) {
-        match codec::decode_revocation("t", "s".into(), &bytes) {
-            Ok(r) => prop_assert_eq!(&codec::encode_revocation(&r), &bytes),
-            Err(e) => prop_assert!(is_corrupt(&e), "{:?}", e),
-        }
-    }
-
-    #[test]
-    fn any_revocation_round_trips(revoked_at in any::<i64>(), keep_until in any::<i64>(), extra in 1usize..8) {
-        let r = Revocation { sub: "s".into(), revoked_at, keep_until };
-        let bytes = codec::encode_revocation(&r);
-        prop_assert_eq!(codec::decode_revocation("t", "s".into(), &bytes).unwrap(), r);
-        let mut longer = bytes.clone();
-        longer.extend(std::iter::repeat_n(0u8, extra));
-        prop_assert!(codec::decode_revocation("t", "s".into(), &longer).is_err(), "trailing bytes accepted");
-        prop_assert!(codec::decode_revocation("t", "s".into(), &bytes[..bytes.len() - 1]).is_err());
-    }
-
-    #[test]
-    fn peer_decoder_is_total_and_canonical(bytes in prop_oneof![versioned(64), mutated(peer_bytes())]) {
-        match codec::decode_peer("t", "https://i".into(), &bytes) {
-            Ok(p) => prop_assert_eq!(&codec::encode_peer(&p), &bytes),
-            Err(e) => prop_assert!(is_corrupt(&e), "{:?}", e),
-        }
-    }
-
-    #[test]
-    fn any_peer_round_trips(fetched_at in any::<i64>(), jwks in ".{0,200}") {
-        let p = PeerJwks { issuer: "https://i".into(), jwks, fetched_at };
-        prop_assert_eq!(codec::decode_peer("t", "https://i".into(), &codec::encode_peer(&p)).unwrap(), p);
-    }
-
     // ---- the key-derivation record ----
 
     #[test]

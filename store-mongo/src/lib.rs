@@ -8,7 +8,7 @@
 //! [`MongoStore::with_namespace`], and call [`BrokerStore::setup`] once to
 //! create the indexes.
 //!
-//! Each namespace `ns` uses four collections:
+//! Each namespace `ns` uses five collections:
 //!
 //! | collection | `_id` | fields |
 //! |---|---|---|
@@ -16,6 +16,7 @@
 //! | `ns_revocations` | sub | `revoked_at`, `keep_until`, `forgotten_at` (set by purge); no TTL |
 //! | `ns_records` | name | `value` (binary) |
 //! | `ns_peers` | issuer | `jwks` (the JSON text, as a string), `fetched_at` |
+//! | `ns_meta` | `"format"` | `version`: the storage format ([`FORMAT_VERSION`]), written by the first `setup`, checked by every later one |
 //!
 //! Queries are typed documents built with [`mongodb::bson::doc!`]: a `jti`
 //! such as `{"$ne": ""}` or `$where` is a string value, never an operator.
@@ -133,6 +134,7 @@
 
 mod documents;
 mod error;
+mod format;
 mod records;
 mod revocation;
 mod schema;
@@ -158,6 +160,7 @@ use mongodb::{Client, Collection, Database};
 use documents::{MarkerDoc, PeerDoc, RecordDoc, SessionDoc};
 
 pub use error::DriverError;
+pub use format::FORMAT_VERSION;
 pub use mongodb;
 pub use revocation::FORGOTTEN_MARKER_GRACE;
 
@@ -383,9 +386,11 @@ impl MongoStore {
     }
 
     /// The names of the collections this store's namespace uses: sessions,
-    /// revocations, records, peers.
-    pub fn collection_names(&self) -> [String; 4] {
-        collection_names(&self.namespace)
+    /// revocations, records, peers, and the storage-format record (`meta`).
+    pub fn collection_names(&self) -> [String; 5] {
+        let [sessions, revocations, records, peers] = collection_names(&self.namespace);
+        let meta = format::meta_name(&self.namespace);
+        [sessions, revocations, records, peers, meta]
     }
 
     fn build(

@@ -9,7 +9,7 @@ use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::IndexOptions;
 
 use crate::documents::date;
-use crate::{MongoStore, error, revocation};
+use crate::{MongoStore, error, format, revocation};
 
 /// The TTL index older versions kept on `<ns>_revocations`: the server
 /// forgot markers on its own, without deleting the sessions they hide.
@@ -21,12 +21,14 @@ const NAMESPACE_NOT_FOUND: i32 = 26;
 const INDEX_NOT_FOUND: i32 = 27;
 const NAMESPACE_EXISTS: i32 = 48;
 
+/// The storage format first (recorded, or checked: see `format.rs`).
 /// Sessions: a TTL index on `expires_at` (expired sessions go without a
 /// purge, by the server's clock) and an index on `sub`. Every collection is
 /// created so raw tools list the whole namespace. The revocation markers
 /// have no index beyond `_id`, and no TTL: the legacy one is dropped.
 pub(crate) async fn setup(store: &MongoStore) -> Result<()> {
     const OP: &str = "setup";
+    format::check(store, OP).await?;
     let ttl = IndexModel::builder()
         .keys(doc! { "expires_at": 1 })
         .options(
@@ -77,7 +79,8 @@ pub(crate) async fn drop_namespace(store: &MongoStore) -> Result<()> {
     store.run(OP, store.sessions.drop()).await?;
     store.run(OP, store.revocations.drop()).await?;
     store.run(OP, store.records.drop()).await?;
-    store.run(OP, store.peers.drop()).await
+    store.run(OP, store.peers.drop()).await?;
+    store.run(OP, format::meta(store).drop()).await
 }
 
 pub(crate) async fn stats(store: &MongoStore) -> Result<StoreStats> {

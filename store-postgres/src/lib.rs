@@ -11,6 +11,7 @@
 //! | `ns_revocations` | `sub text PK`, `revoked_at bigint`, `keep_until bigint` (index on `keep_until`) |
 //! | `ns_records` | `name text PK`, `value bytea` |
 //! | `ns_peers` | `issuer text PK`, `jwks text` (verbatim, key order kept), `fetched_at bigint` |
+//! | `ns_meta` | `name text PK`, `version integer`: the row `format` holds the storage format ([`FORMAT_VERSION`]) |
 //!
 //! Text keys use the `"C"` collation, so listings sort by bytes. Secrets are
 //! only ever stored sealed (`sealed`, `value`).
@@ -140,6 +141,7 @@ macro_rules! in_transaction {
 }
 
 mod error;
+mod format;
 mod ops;
 mod sql;
 
@@ -157,11 +159,12 @@ use sqlx::{Postgres, Row, SqlSafeStr, SqlStr, Transaction};
 
 pub use broker_core::error::OperationTimedOut;
 pub use error::DatabaseError;
+pub use format::FORMAT_VERSION;
 /// The driver this crate is built on, re-exported so you use the same version.
 pub use sqlx;
 
 use crate::error::classify;
-use crate::sql::{Names, SCHEMA_EXISTS, Statements, SubjectLock};
+use crate::sql::{Names, Statements, SubjectLock};
 
 /// How long one operation may take before it fails with
 /// [`StoreError::Unavailable`], unless changed with
@@ -363,40 +366,6 @@ impl PostgresStore {
     /// The schema, if one was set.
     pub fn schema(&self) -> Option<&SchemaName> {
         self.schema.as_ref()
-    }
-
-    /// Create the schema (if set), tables and indexes if they are missing.
-    ///
-    /// Idempotent and safe to run from many tasks and processes at once: the
-    /// DDL runs in one transaction holding a transaction-scoped advisory lock
-    /// (`pg_advisory_xact_lock`). [`BrokerStore::setup`] calls this when
-    /// something is missing.
-    pub async fn migrate(&self) -> Result<()> {
-        const OP: &str = "migrate";
-        let script = match (&self.schema, &self.sql.migrate_with_schema) {
-            (Some(schema), Some(with_schema)) => {
-                // Only ask for CREATE SCHEMA when it is missing, so a role
-                // without CREATE on the database can use a schema made for it.
-                let exists: bool = in_transaction!(self, OP, None, |conn| {
-                    self.scalar(SCHEMA_EXISTS)
-                        .bind(schema.as_str())
-                        .fetch_one(conn)
-                        .await?
-                })
-                .await?;
-                if exists {
-                    self.sql.migrate.clone()
-                } else {
-                    with_schema.clone()
-                }
-            }
-            _ => self.sql.migrate.clone(),
-        };
-        in_transaction!(self, OP, None, |conn| {
-            sqlx::raw_sql(script).execute(conn).await?
-        })
-        .await?;
-        Ok(())
     }
 
     fn rebuild(&mut self) {

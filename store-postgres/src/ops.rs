@@ -9,7 +9,7 @@ use broker_core::{
     SessionRecord, StoreBackend, StoreError, StoreStats, validate,
 };
 
-use crate::sql::{PURGE_BATCH, RELATIONS_EXIST, SubjectLock};
+use crate::sql::{PURGE_BATCH, SubjectLock};
 use crate::{PostgresStore, count, session_from_row};
 
 /// One row more than asked tells whether another page follows.
@@ -34,16 +34,11 @@ impl StoreBackend for PostgresStore {
         Arc::clone(&self.clock)
     }
 
+    /// Creates what is missing and records the storage format, or checks
+    /// it ([`PostgresStore::migrate`]); a fast path without locks when all
+    /// is in place.
     async fn setup(&self) -> Result<()> {
-        // Fast path without locks when everything is there already.
-        let present: bool = in_transaction!(self, "setup", None, |conn| {
-            self.scalar(RELATIONS_EXIST)
-                .bind(&self.names.relations)
-                .fetch_one(conn)
-                .await?
-        })
-        .await?;
-        if present {
+        if self.is_set_up("setup").await? {
             return Ok(());
         }
         self.migrate().await.map_err(|e| e.with_op("setup"))

@@ -30,13 +30,15 @@ fn sql(text: String) -> SqlStr {
     AssertSqlSafe(text).into_sql_str()
 }
 
-/// Names of the four tables and their indexes for one schema + namespace.
+/// Names of the five tables and their indexes for one schema + namespace.
 #[derive(Debug, Clone)]
 pub(crate) struct Names {
     pub(crate) sessions: String,
     pub(crate) revocations: String,
     pub(crate) records: String,
     pub(crate) peers: String,
+    /// The storage-format record (see `format.rs`).
+    pub(crate) meta: String,
     /// `(quoted index name, quoted table, column list)`.
     indexes: Vec<(String, String, &'static str)>,
     /// Every relation as `to_regclass` text (qualified, quoted).
@@ -54,6 +56,7 @@ impl Names {
         let revocations = qualify(&format!("{ns}_revocations"));
         let records = qualify(&format!("{ns}_records"));
         let peers = qualify(&format!("{ns}_peers"));
+        let meta = qualify(&format!("{ns}_meta"));
         let index_specs = [
             (
                 format!("{ns}_sessions_expires_at_idx"),
@@ -76,6 +79,7 @@ impl Names {
             revocations.clone(),
             records.clone(),
             peers.clone(),
+            meta.clone(),
         ];
         relations.extend(index_specs.iter().map(|(name, _, _)| qualify(name)));
         Self {
@@ -83,6 +87,7 @@ impl Names {
             revocations,
             records,
             peers,
+            meta,
             indexes,
             relations,
         }
@@ -94,6 +99,8 @@ impl Names {
 pub(crate) struct Statements {
     pub(crate) migrate: SqlStr,
     pub(crate) migrate_with_schema: Option<SqlStr>,
+    pub(crate) read_format: SqlStr,
+    pub(crate) write_format: SqlStr,
     pub(crate) create_session: SqlStr,
     pub(crate) save_session: SqlStr,
     pub(crate) get_session: SqlStr,
@@ -120,7 +127,7 @@ pub(crate) struct Statements {
 
 impl Statements {
     pub(crate) fn new(schema: Option<&str>, n: &Names) -> Self {
-        let (s, r, rec, p) = (&n.sessions, &n.revocations, &n.records, &n.peers);
+        let (s, r, rec, p, m) = (&n.sessions, &n.revocations, &n.records, &n.peers, &n.meta);
 
         // One simple-protocol message = one implicit transaction, so the
         // advisory lock is held until every DDL statement below is done.
@@ -142,7 +149,10 @@ impl Statements {
              CREATE TABLE IF NOT EXISTS {p} (\n\
              \x20   issuer text COLLATE \"C\" PRIMARY KEY,\n\
              \x20   jwks text NOT NULL,\n\
-             \x20   fetched_at bigint NOT NULL\n);\n"
+             \x20   fetched_at bigint NOT NULL\n);\n\
+             CREATE TABLE IF NOT EXISTS {m} (\n\
+             \x20   name text COLLATE \"C\" PRIMARY KEY,\n\
+             \x20   version integer NOT NULL\n);\n"
         );
         for (index, table, cols) in &n.indexes {
             ddl.push_str(&format!(
@@ -176,6 +186,11 @@ impl Statements {
         Self {
             migrate: sql(format!("{lock}{ddl}")),
             migrate_with_schema,
+            read_format: sql(format!("SELECT version FROM {m} WHERE name = 'format'")),
+            write_format: sql(format!(
+                "INSERT INTO {m} (name, version) VALUES ('format', $1) \
+                 ON CONFLICT (name) DO UPDATE SET version = EXCLUDED.version"
+            )),
             // Conflicts only with a live session of that jti (the WHERE of
             // DO UPDATE fails, so nothing is inserted); an expired one is
             // replaced. A session a kept marker hides is not inserted; the
@@ -295,7 +310,9 @@ impl Statements {
                  (SELECT count(*) FROM {r})"
             )),
             // Under the migration lock, so it never interleaves with a setup.
-            drop_namespace: sql(format!("{lock}DROP TABLE IF EXISTS {s}, {r}, {rec}, {p};")),
+            drop_namespace: sql(format!(
+                "{lock}DROP TABLE IF EXISTS {s}, {r}, {rec}, {p}, {m};"
+            )),
         }
     }
 }
@@ -304,6 +321,9 @@ impl Statements {
 /// fast path of `setup()` when the schema is already in place.
 pub(crate) const RELATIONS_EXIST: &str =
     "SELECT coalesce(bool_and(to_regclass(n) IS NOT NULL), false) FROM unnest($1::text[]) AS n";
+
+/// Whether a relation (given as qualified, quoted `to_regclass` text) exists.
+pub(crate) const RELATION_EXISTS: &str = "SELECT to_regclass($1) IS NOT NULL";
 
 /// Whether a schema exists.
 pub(crate) const SCHEMA_EXISTS: &str =

@@ -8,9 +8,7 @@ use redis::Value;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 
 use crate::error::{SetupError, map_err};
-use crate::{
-    CONNECT_TIMEOUT, FORMAT, RESPONSE_TIMEOUT, ReconnectingCluster, RedisStore, Topology, scripts,
-};
+use crate::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT, ReconnectingCluster, RedisStore, Topology};
 
 impl RedisStore<ConnectionManager> {
     /// Connect to a single Redis server (`redis://[user:password@]host:port[/db]`,
@@ -135,7 +133,8 @@ where
         }
     }
 
-    /// `setup`: check the server(s), then write or check the format marker.
+    /// `setup`: check the server(s), then record or check (and migrate)
+    /// the storage format.
     pub(crate) async fn check_and_mark(&self) -> Result<()> {
         const OP: &str = "setup";
         let refuse = |e: SetupError| Err(StoreError::backend(OP, e));
@@ -165,14 +164,7 @@ where
                 "store-redis: the server refused INFO; maxmemory-policy and topology unchecked"
             ),
         }
-        let stored: Vec<u8> = self
-            .run(OP, scripts::SETUP.key(self.keys.meta()).arg(FORMAT))
-            .await?;
-        if stored != FORMAT.as_bytes() {
-            let found = String::from_utf8_lossy(&stored[..stored.len().min(64)]).into_owned();
-            return refuse(SetupError::Format { found });
-        }
-        Ok(())
+        self.check_format(OP).await
     }
 }
 

@@ -83,8 +83,9 @@ impl fmt::Display for DriverError {
 impl std::error::Error for DriverError {}
 
 /// Why [`BrokerStore::setup`](broker_core::BrokerStore::setup) refused to
-/// use a server or a namespace. It is the source of the
-/// [`StoreError::Backend`] that `setup` returns:
+/// use a server. It is the source of the [`StoreError::Backend`] that
+/// `setup` returns (a namespace's storage format it cannot use is a
+/// [`broker_core::FormatError`] instead, as on every backend):
 ///
 /// ```no_run
 /// # async fn demo(store: store_redis::RedisStore) {
@@ -111,13 +112,6 @@ pub enum SetupError {
     },
     /// The server is a replica: the store reads and writes primaries only.
     Replica,
-    /// The namespace holds data of another storage format (an older
-    /// version of this crate, or something else); this version neither
-    /// reads nor migrates it. Drop the namespace or use another one.
-    Format {
-        /// The format marker found (at most 64 bytes of it, lossy UTF-8).
-        found: String,
-    },
 }
 
 impl fmt::Display for SetupError {
@@ -130,11 +124,6 @@ impl fmt::Display for SetupError {
                  RedisStore::allow_eviction"
             ),
             Self::Replica => f.write_str("the server is a replica; connect to the primary"),
-            Self::Format { found } => write!(
-                f,
-                "the namespace holds data of storage format {found:?}, not {:?}",
-                crate::FORMAT
-            ),
         }
     }
 }

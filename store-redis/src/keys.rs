@@ -1,4 +1,4 @@
-//! Key layout (storage format `store-redis/2`). Every key starts with
+//! Key layout (storage format `store-redis/3`; values in `format.rs`). Every key starts with
 //! `<namespace>:`; user input (`jti`, `sub`, record names) only ever appears
 //! hex-encoded, so it can neither move a key to another hash slot (no
 //! `{`/`}` of its own) nor collide with another key. `J` is a hex jti, `S` a
@@ -6,22 +6,22 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `ns:s:{ns:BB}:J` | string | one session (`codec::encode_session`), native expiry at `expires_at` |
+//! | `ns:s:{ns:BB}:J` | hash | one session (`sub`, `expires_at`, `auth_time`, `sealed`), native expiry at `expires_at` |
 //! | `ns:l:{ns:BB}` | zset, all scores 0 | the `J`s of bucket `BB`, in byte order (scan) |
 //! | `ns:x:{ns:BB}` | zset | the `J`s of bucket `BB` scored by `expires_at` (purge, stats) |
-//! | `ns:d:{ns:BB}:J:S` | string | tombstone: subject `S` was revoked while `J` was indexed under it (`codec::encode_revocation`); no expiry |
+//! | `ns:d:{ns:BB}:J:S` | hash | tombstone: subject `S` was revoked while `J` was indexed under it (`revoked_at`, `keep_until`); no expiry |
 //! | `ns:dx:{ns:BB}` | zset | the `J:S` of bucket `BB`'s tombstones scored by `keep_until` (purge) |
-//! | `ns:t:{ns:BB}:J:T` | string | receipt of request `T` on `J` (a taken session, or `1`), expires after [`crate::RECEIPT_TTL`] |
+//! | `ns:t:{ns:BB}:J:T` | hash or string | receipt of request `T` on `J` (a taken session's hash, or `1`), expires after [`crate::RECEIPT_TTL`] |
 //! | `ns:c:{ns:BB}:J` | string | the token of the create that stored `J`, expires after [`crate::RECEIPT_TTL`] |
 //! | `ns:u:{ns:u:S}` | zset | the `J`s saved for the subject, scored by `expires_at` (revoke); trimmed on writes, expires with its last entry (both after a grace) |
-//! | `ns:r:{ns:u:S}` | string | the subject's revocation marker (`codec::encode_revocation`, then the token of a revoke still at work); no expiry |
+//! | `ns:r:{ns:u:S}` | hash | the subject's revocation marker (`revoked_at`, `keep_until`, and `token` while a revoke is at work); no expiry |
 //! | `ns:m:{ns:m}` | zset, all scores 0 | the `S` of every stored marker, in byte order (scan, drop, stats) |
 //! | `ns:mx:{ns:m}` | zset | the same `S`, scored by `keep_until` (purge) |
 //! | `ns:mp:{ns:m}` | zset | `S` with a revoke at work, scored by a counter (purge finishes revokes that stopped halfway) |
 //! | `ns:k` | hash | create-once records, field = name |
 //! | `ns:q:{ns:k}:T` | string | receipt of `replace_record` request `T`, expires after [`crate::RECEIPT_TTL`] |
-//! | `ns:p` | hash | peer JWKS (`codec::encode_peer`), field = issuer |
-//! | `ns:meta` | string | storage format marker written by `setup` |
+//! | `ns:p` | hash | peer JWKS (`format::encode_peer`), field = issuer |
+//! | `ns:meta` | string | storage format marker (`store-redis/3`) written by `setup` |
 //!
 //! `BB` is the jti's bucket: FNV-1a (32 bit) of the jti's bytes modulo
 //! [`BUCKETS`], two hex digits. A session key, its bucket's indexes, its

@@ -2,19 +2,26 @@
 //!
 //! # Layout
 //!
-//! Format `store-redis/2`: `setup` refuses a namespace of another format
-//! with `SetupError::Format` (no migration). Keys start with
-//! `<namespace>:`; a `jti` or `sub` appears only hex-encoded, so it can
-//! neither pick a hash slot nor collide. A session is a string (native
-//! expiry `EXAT expires_at`) in one of 64 buckets; its bucket's scan and
-//! expiry indexes, tombstones and receipts share its slot. A subject's
-//! index of jtis and its revocation marker share the subject's slot. Every
-//! script declares its keys; on a cluster none touches two slots. Details:
-//! `src/keys.rs`.
+//! Storage format `store-redis/3` ([`FORMAT_VERSION`], recorded in
+//! `<namespace>:meta` by `setup`): keys start with `<namespace>:`; a `jti`
+//! or `sub` appears only hex-encoded, so it can neither pick a hash slot
+//! nor collide. A session is a hash (`sub`, `expires_at`, `auth_time`,
+//! `sealed`; native expiry `EXAT expires_at`) in one of 64 buckets; its
+//! bucket's scan and expiry indexes, tombstones and receipts share its
+//! slot. A subject's index of jtis and its revocation marker (a hash) share
+//! the subject's slot. Scripts read fields by name, never by byte offset.
+//! Every script declares its keys; on a cluster none touches two slots.
+//! Details: `src/keys.rs`, `src/format.rs`.
+//!
+//! `setup` migrates a namespace of format 2 (strings of fixed-offset
+//! binary) in place, key by key, then records format 3; it refuses a newer
+//! or unknown format with a [`broker_core::FormatError`] and changes
+//! nothing. Stop every worker of the older version first (one would write
+//! format-2 values again); see `docs/UPGRADING.md`.
 //!
 //! # Round trips
 //!
-//! get = one `GET` (`GETEX` on a cluster), take = delete = one script;
+//! get = one `HMGET` (in a script on a cluster), take = delete = one script;
 //! save/create = one script on one server (`Topology::SingleNode`, which
 //! `connect` picks on `cluster_enabled:0`), two on a cluster or unknown
 //! (`Topology::Cluster`: the subject's slot, then the session's). Assert
@@ -50,7 +57,7 @@
 //!
 //! # Replicas
 //!
-//! Reads never go to a replica: every read is a script or `GETEX`, which
+//! Reads never go to a replica: on a cluster every read is a script, which
 //! redis-rs sends to the primary even on a cluster handle built with
 //! `read_routing_strategy`/`read_from_replicas`; `setup` refuses a server
 //! that reports `role:slave` (`SetupError::Replica`). Replication is
@@ -102,7 +109,13 @@
 
 mod connect;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod format;
+#[cfg(not(feature = "fuzzing"))]
+mod format;
 mod keys;
+mod migrate;
 mod reconnect;
 mod records;
 mod revocation;
@@ -110,6 +123,7 @@ mod scripts;
 mod sessions;
 
 pub use error::{DriverError, SetupError};
+pub use format::FORMAT_VERSION;
 pub use reconnect::{REBUILD_INTERVAL, ReconnectingCluster};
 
 use std::fmt;
@@ -149,8 +163,6 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// session under a key only that call can name.
 pub const RECEIPT_TTL: Duration = Duration::from_secs(60);
 
-/// Storage format written by `setup` (bumped on incompatible layout changes).
-pub(crate) const FORMAT: &str = "store-redis/2";
 /// How long after its expiry a subject index entry is kept (and the index
 /// key after its last entry): workers whose clocks disagree by less than
 /// this still find every session a revoke must delete.
@@ -165,7 +177,7 @@ pub(crate) const FAN_OUT: usize = 32;
 ///
 /// | operation | [`Topology::Cluster`] (cluster-safe) | [`Topology::SingleNode`] |
 /// |---|---|---|
-/// | `get_session` | 1 (`GETEX`: to the primary) | 1 (`GET`) |
+/// | `get_session` | 1 (`HMGET` in a script: to the primary) | 1 (`HMGET`) |
 /// | `take_session`, `delete_session` | 1 script | 1 script |
 /// | `save_session`, `create_session` | 2 scripts (subject's slot, then session's) | 1 script |
 ///
@@ -389,8 +401,9 @@ where
 
     /// Checks the server(s) (`INFO`: no replica, no evicting
     /// `maxmemory-policy` unless allowed, cluster mode for an asserted
-    /// [`Topology::SingleNode`]), then writes the storage format marker or
-    /// checks it ([`SetupError`]).
+    /// [`Topology::SingleNode`]; [`SetupError`]), then records the storage
+    /// format ([`FORMAT_VERSION`]) or checks it: format 2 is migrated in
+    /// place, a newer one refused with a [`broker_core::FormatError`].
     async fn setup(&self) -> Result<()> {
         self.check_and_mark().await
     }
@@ -408,9 +421,9 @@ where
         self.save(session).await
     }
 
-    /// One `GET` (on a cluster `GETEX`, which redis-rs routes to the
-    /// primary): no revocation check is needed, as no store keeps a session
-    /// a kept marker hides.
+    /// One `HMGET` (on a cluster inside a script, which redis-rs routes to
+    /// the primary): no revocation check is needed, as no store keeps a
+    /// session a kept marker hides.
     async fn get_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
         self.get(jti).await
     }

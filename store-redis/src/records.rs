@@ -2,10 +2,11 @@
 
 use std::collections::BTreeSet;
 
-use broker_core::{PeerJwks, Result, StoreStats, codec};
+use broker_core::{PeerJwks, Result, StoreStats};
 use redis::aio::ConnectionLike;
 
 use crate::error::utf8;
+use crate::format;
 use crate::keys::{BUCKETS, unhex};
 use crate::{RedisStore, receipt_ms, scripts, token};
 
@@ -77,7 +78,7 @@ where
                 redis::cmd("HSET")
                     .arg(self.keys.peers())
                     .arg(&peer.issuer)
-                    .arg(codec::encode_peer(peer)),
+                    .arg(format::encode_peer(peer)),
             )
             .await?;
         Ok(())
@@ -89,7 +90,7 @@ where
             self.read(OP, "HGETALL", &self.keys.peers(), &[]).await?;
         let mut out = all
             .into_iter()
-            .map(|(k, v)| codec::decode_peer(OP, utf8(OP, k, "issuer")?, &v))
+            .map(|(k, v)| format::decode_peer(OP, utf8(OP, k, "issuer")?, &v))
             .collect::<Result<Vec<_>>>()?;
         out.sort_by(|a, b| a.issuer.cmp(&b.issuer));
         Ok(out)
@@ -142,15 +143,14 @@ where
                     .iter()
                     .map(|m| self.keys.session_hex(b, m))
                     .collect();
-                let mut inv = scripts::READ_MANY.prepare_invoke();
+                let mut inv = scripts::READ_SESSIONS.prepare_invoke();
                 for k in &session_keys {
                     inv.key(k);
                 }
-                let values: Vec<Option<Vec<u8>>> = self.run(OP, &inv).await?;
+                let values: Vec<Vec<Option<Vec<u8>>>> = self.run(OP, &inv).await?;
                 let subjects: BTreeSet<String> = values
-                    .iter()
-                    .flatten()
-                    .filter_map(|v| codec::decode_session(OP, String::new(), v).ok())
+                    .into_iter()
+                    .filter_map(|fields| format::decode_session(OP, "", fields).ok().flatten())
                     .map(|s| s.sub)
                     .collect();
                 for sub in &subjects {

@@ -20,20 +20,26 @@
 //! flight that long: the keep time bounds how long a refresh may be in
 //! flight and still be caught, on every backend.
 
-use broker_core::{
-    Corruption, Result, Revocation, RevocationPage, StoreError, UnixTime, codec, validate,
-};
+use broker_core::{Corruption, Result, Revocation, RevocationPage, StoreError, UnixTime, validate};
 use futures::{StreamExt, TryStreamExt, stream};
 use redis::aio::ConnectionLike;
 
-use crate::error::{bad_marker, utf8};
+use crate::error::utf8;
+use crate::format::{self, MARKER_FIELDS};
 use crate::keys::{BUCKETS, bucket_of, hex, unhex};
 use crate::{FAN_OUT, PURGE_BATCH, RedisStore, SUBJECT_GRACE, receipt_ms, scripts, token};
 
-/// A stored marker: the revocation, and whether a revoke is at work on it.
-fn decode_marker(op: &'static str, sub: String, bytes: &[u8]) -> Result<(Revocation, bool)> {
-    let head = bytes.get(..17).ok_or_else(|| bad_marker(op))?;
-    Ok((codec::decode_revocation(op, sub, head)?, bytes.len() > 17))
+/// The marker of the subject a hex registry entry names, from its
+/// [`MARKER_FIELDS`], and whether a revoke is at work on it.
+fn decode_marker(
+    op: &'static str,
+    member: &str,
+    fields: Vec<Option<Vec<u8>>>,
+) -> Result<Option<(Revocation, bool)>> {
+    if fields.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    format::decode_marker(op, subject_of(op, member)?, fields)
 }
 
 /// The subject a hex registry entry names.
@@ -49,6 +55,12 @@ impl<C> RedisStore<C>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
+    /// The [`MARKER_FIELDS`] of the marker of a hex subject, from its primary.
+    async fn marker_fields(&self, op: &'static str, member: &str) -> Result<Vec<Option<Vec<u8>>>> {
+        self.read(op, "HMGET", &self.keys.marker_hex(member), &MARKER_FIELDS)
+            .await
+    }
+
     pub(crate) async fn revoke(&self, r: &Revocation) -> Result<u64> {
         const OP: &str = "revoke_subject";
         self.revoke_as(OP, r, false).await
@@ -92,9 +104,7 @@ where
                 "unexpected reply of the revoke script",
             ));
         };
-        let mut owner = (r.sub.len() as u16).to_be_bytes().to_vec();
-        owner.extend_from_slice(r.sub.as_bytes());
-        let (owner, hex_sub, token) = (&owner, &hex_sub, &token);
+        let (hex_sub, token) = (&hex_sub, &token);
         let members: Vec<(u16, String)> = reply
             .into_iter()
             .skip(2)
@@ -109,7 +119,7 @@ where
                     .key(self.keys.tombstones(b))
                     .key(self.keys.receipt(&k, token))
                     .arg(&member)
-                    .arg(owner.as_slice())
+                    .arg(&r.sub)
                     .arg(revoked_at)
                     .arg(keep_until)
                     .arg(tomb_member)
@@ -265,18 +275,13 @@ where
         }
         let mut total = 0u64;
         for (member, counter) in &pending {
-            let raw: Option<Vec<u8>> = self
-                .read(op, "GET", &self.keys.marker_hex(member), &[])
-                .await?;
-            let marker = match raw
-                .map(|bytes| subject_of(op, member).and_then(|sub| decode_marker(op, sub, &bytes)))
-            {
-                Some(Err(e)) => {
+            let fields = self.marker_fields(op, member).await?;
+            let marker = match decode_marker(op, member, fields) {
+                Err(e) => {
                     tracing::warn!("store-redis: purge skips an unreadable revocation marker: {e}");
                     continue;
                 }
-                Some(Ok(marker)) => Some(marker),
-                None => None,
+                Ok(marker) => marker,
             };
             match marker {
                 Some((r, at_work)) if at_work || r.keep_until > now => {
@@ -384,12 +389,8 @@ where
             min = format!("({last}");
             let markers: Vec<Option<Revocation>> = stream::iter(members.clone())
                 .map(|member: String| async move {
-                    let sub = subject_of(OP, &member)?;
-                    let raw: Option<Vec<u8>> = self
-                        .read(OP, "GET", &self.keys.marker_hex(&member), &[])
-                        .await?;
-                    raw.map(|bytes| decode_marker(OP, sub, &bytes).map(|(r, _)| r))
-                        .transpose()
+                    let fields = self.marker_fields(OP, &member).await?;
+                    Ok::<_, StoreError>(decode_marker(OP, &member, fields)?.map(|(r, _)| r))
                 })
                 .buffered(FAN_OUT)
                 .try_collect()

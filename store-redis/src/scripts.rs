@@ -9,12 +9,10 @@
 //! drives native expiry (sessions at `expires_at`, subject indexes after a
 //! grace, receipts).
 //!
-//! Session values follow `broker_core::codec::encode_session`: byte 1 =
-//! version 0x01, bytes 2-9 = `expires_at`, 10-17 = `auth_time` (big-endian
-//! i64), 18-19 = subject length (big-endian u16), then the subject, then
-//! the sealed blob. Markers and tombstones start with
-//! `broker_core::codec::encode_revocation` (0x01, `revoked_at`,
-//! `keep_until`); a marker may go on with the token of a revoke at work.
+//! Values are hashes read by field name (storage format 3, see
+//! `format.rs`): a session's `sub`, `expires_at`, `auth_time`, `sealed`;
+//! a marker's or tombstone's `revoked_at`, `keep_until` (and a marker's
+//! `token` while a revoke is at work on it).
 //!
 //! [`Clock`]: broker_core::clock::Clock
 
@@ -22,51 +20,37 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// `rd(v, pos)`: the big-endian non-negative i64 at 1-based `pos` (nil if
-/// out of range); `num(n)`: a number as an integer string.
-const RD: &str = r#"
-local function rd(v, pos)
-  if not v or #v < pos + 7 then return nil end
-  local n = 0
-  for i = pos, pos + 7 do n = n * 256 + string.byte(v, i) end
-  return n
-end
+/// `num(n)`: a number as an integer string.
+const NUM: &str = r#"
 local function num(n) return string.format('%.0f', n) end
 "#;
 
-/// `wr(n)`: `n` as a big-endian 8-byte string.
-const WR: &str = r#"
-local function wr(n)
-  local t = {}
-  for i = 8, 1, -1 do t[i] = string.char(n % 256); n = math.floor(n / 256) end
-  return table.concat(t)
-end
-"#;
-
-/// `rev(v)`: `revoked_at, keep_until` of a marker or tombstone value, nil
-/// if there is none or it is unreadable. Needs [`RD`].
+/// `rev(key)`: false if no marker or tombstone is stored under `key`, else
+/// true, `revoked_at`, `keep_until` (both nil if unreadable).
 const REV: &str = r#"
-local function rev(v)
-  if not v or #v < 17 or string.byte(v, 1) ~= 1 then return nil end
-  return rd(v, 2), rd(v, 10)
+local function rev(key)
+  if redis.call('EXISTS', key) == 0 then return false end
+  local f = redis.call('HMGET', key, 'revoked_at', 'keep_until')
+  local ra, ku = tonumber(f[1]), tonumber(f[2])
+  if ra and ku then return true, ra, ku end
+  return true, nil, nil
 end
 "#;
 
-/// `is_session(v)`: `v` has a session value's shape.
-const IS_SESSION: &str = r#"
-local function is_session(v)
-  return v and #v >= 20 and string.byte(v, 1) == 1
+/// `fields(key)`: a session's `sub`, `expires_at`, `auth_time`, `sealed`
+/// (false where absent), the reply the client decodes.
+const FIELDS: &str = r#"
+local function fields(key)
+  return redis.call('HMGET', key, 'sub', 'expires_at', 'auth_time', 'sealed')
 end
 "#;
 
 /// `blocks_create(key, now)`: a live (or unreadable) session is stored
-/// under `key`. Needs [`RD`], [`IS_SESSION`].
+/// under `key`.
 const BLOCKS_CREATE: &str = r#"
 local function blocks_create(key, now)
-  local old = redis.call('GET', key)
-  if not old then return false end
-  local e = nil
-  if is_session(old) then e = rd(old, 2) end
+  if redis.call('EXISTS', key) == 0 then return false end
+  local e = tonumber(redis.call('HGET', key, 'expires_at'))
   return e == nil or e > now
 end
 "#;
@@ -75,7 +59,7 @@ end
 /// subject's index, trimming entries expired for `grace` seconds; the
 /// index key expires `grace` after its last entry. Entries are never
 /// removed otherwise (not by take, delete or revoke): the index lists every
-/// jti saved for the subject that may still be stored. Needs [`RD`].
+/// jti saved for the subject that may still be stored. Needs [`NUM`].
 const SUBJECT_ADD_FN: &str = r#"
 local function subject_add(index, now, exp_at, member, grace)
   redis.call('ZREMRANGEBYSCORE', index, '-inf', num(now - grace))
@@ -87,18 +71,19 @@ local function subject_add(index, now, exp_at, member, grace)
 end
 "#;
 
-/// `store(session, lex, exp, value, exp_at, now, member)` writes (or, if
-/// already expired, deletes) a session and its bucket index entries;
-/// `drop(session, lex, exp, member)` removes them. Needs [`RD`].
+/// `store(session, lex, exp, member, now, sub, exp_at, auth_time, sealed)`
+/// writes (or, if already expired, deletes) a session's hash and its
+/// bucket index entries (`exp_at` and `auth_time` as the client's decimal
+/// strings); `drop(session, lex, exp, member)` removes them.
 const STORE_FN: &str = r#"
-local function store(session, lex, exp, value, exp_at, now, member)
-  if exp_at > now then
-    redis.call('SET', session, value, 'EXAT', num(exp_at))
-  else
-    redis.call('DEL', session)
+local function store(session, lex, exp, member, now, sub, exp_at, auth_time, sealed)
+  redis.call('DEL', session)
+  if tonumber(exp_at) > now then
+    redis.call('HSET', session, 'sub', sub, 'expires_at', exp_at, 'auth_time', auth_time, 'sealed', sealed)
+    redis.call('EXPIREAT', session, exp_at)
   end
   redis.call('ZADD', lex, 0, member)
-  redis.call('ZADD', exp, num(exp_at), member)
+  redis.call('ZADD', exp, exp_at, member)
 end
 local function drop(session, lex, exp, member)
   redis.call('DEL', session)
@@ -108,7 +93,7 @@ end
 "#;
 
 /// A script: the helpers it uses (in order), then its body.
-fn script(helpers: &[&str], body: &str) -> Script {
+pub(crate) fn script(helpers: &[&str], body: &str) -> Script {
     Script::new(&format!("{}{body}", helpers.concat()))
 }
 
@@ -118,9 +103,18 @@ fn script(helpers: &[&str], body: &str) -> Script {
 pub(crate) static READ: LazyLock<Script> =
     LazyLock::new(|| Script::new("return redis.call(ARGV[1], KEYS[1], unpack(ARGV, 2))"));
 
-/// `MGET` of keys of one slot, on the primary. KEYS: the keys.
-pub(crate) static READ_MANY: LazyLock<Script> =
-    LazyLock::new(|| Script::new("return redis.call('MGET', unpack(KEYS))"));
+/// The fields of sessions of one slot, on the primary. KEYS: the sessions.
+/// Returns one [`FIELDS`] reply per key.
+pub(crate) static READ_SESSIONS: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        &[FIELDS],
+        r#"
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = fields(key) end
+return out
+"#,
+    )
+});
 
 /// Cluster save, step 1 (the subject's slot): refuse a session a kept
 /// marker hides, else add it to its subject's index.
@@ -128,12 +122,11 @@ pub(crate) static READ_MANY: LazyLock<Script> =
 /// Returns 1 (indexed), 0 (hidden: not indexed) or -1 (unreadable marker).
 pub(crate) static SUBJECT_REGISTER: LazyLock<Script> = LazyLock::new(|| {
     script(
-        &[RD, REV, SUBJECT_ADD_FN],
+        &[NUM, REV, SUBJECT_ADD_FN],
         r#"
 local now = tonumber(ARGV[1])
-local m = redis.call('GET', KEYS[2])
-if m then
-  local ra, ku = rev(m)
+local marked, ra, ku = rev(KEYS[2])
+if marked then
   if not ra then return -1 end
   if tonumber(ARGV[4]) <= ra and ku > now then return 0 end
 end
@@ -147,34 +140,31 @@ return 1
 /// unless step 1 found it hidden or the tombstone of a revoke that raced
 /// the save (it passed step 1 before the marker was written) hides it.
 /// KEYS: session, scan index, expiry index, create receipt, tombstone.
-/// ARGV: value, expires_at, now, member, create ("1": only if no live
-/// session), token, receipt ms, hidden ("1"), auth_time.
+/// ARGV: sub, sealed, expires_at, auth_time, now, member, create ("1":
+/// only if no live session), token, receipt ms, hidden ("1").
 /// Returns 1 (stored, or this create's own earlier run), 0 (create found
 /// a live session), 2 (hidden: not stored, an older session under the jti
 /// removed).
 pub(crate) static SAVE: LazyLock<Script> = LazyLock::new(|| {
     script(
-        &[RD, REV, IS_SESSION, BLOCKS_CREATE, STORE_FN],
+        &[REV, BLOCKS_CREATE, STORE_FN],
         r#"
-local now = tonumber(ARGV[3])
-if ARGV[5] == '1' and blocks_create(KEYS[1], now) then
-  if redis.call('GET', KEYS[4]) == ARGV[6] then return 1 end
+local now = tonumber(ARGV[5])
+if ARGV[7] == '1' and blocks_create(KEYS[1], now) then
+  if redis.call('GET', KEYS[4]) == ARGV[8] then return 1 end
   return 0
 end
-if ARGV[8] == '1' then
-  drop(KEYS[1], KEYS[2], KEYS[3], ARGV[4])
+if ARGV[10] == '1' then
+  drop(KEYS[1], KEYS[2], KEYS[3], ARGV[6])
   return 2
 end
-local t = redis.call('GET', KEYS[5])
-if t then
-  local ra, ku = rev(t)
-  if (not ra) or (tonumber(ARGV[9]) <= ra and ku > now) then
-    drop(KEYS[1], KEYS[2], KEYS[3], ARGV[4])
-    return 2
-  end
+local dead, ra, ku = rev(KEYS[5])
+if dead and ((not ra) or (tonumber(ARGV[4]) <= ra and ku > now)) then
+  drop(KEYS[1], KEYS[2], KEYS[3], ARGV[6])
+  return 2
 end
-store(KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2]), now, ARGV[4])
-if ARGV[5] == '1' then redis.call('SET', KEYS[4], ARGV[6], 'PX', ARGV[7]) end
+store(KEYS[1], KEYS[2], KEYS[3], ARGV[6], now, ARGV[1], ARGV[3], ARGV[4], ARGV[2])
+if ARGV[7] == '1' then redis.call('SET', KEYS[4], ARGV[8], 'PX', ARGV[9]) end
 return 1
 "#,
     )
@@ -183,54 +173,54 @@ return 1
 /// Single node only: a whole create or save in one script, the marker
 /// checked atomically with the write (no tombstone needed).
 /// KEYS: session, scan index, expiry index, create receipt, subject index, marker.
-/// ARGV: value, expires_at, now, member, create, token, receipt ms, auth_time, grace.
+/// ARGV: sub, sealed, expires_at, auth_time, now, member, create, token,
+/// receipt ms, grace.
 /// Returns as [`SAVE`], or -1 (unreadable marker).
 pub(crate) static SAVE_ONE: LazyLock<Script> = LazyLock::new(|| {
     script(
-        &[RD, REV, IS_SESSION, BLOCKS_CREATE, SUBJECT_ADD_FN, STORE_FN],
+        &[NUM, REV, BLOCKS_CREATE, SUBJECT_ADD_FN, STORE_FN],
         r#"
-local now = tonumber(ARGV[3])
-local exp_at = tonumber(ARGV[2])
-if ARGV[5] == '1' and blocks_create(KEYS[1], now) then
-  if redis.call('GET', KEYS[4]) == ARGV[6] then return 1 end
+local now = tonumber(ARGV[5])
+if ARGV[7] == '1' and blocks_create(KEYS[1], now) then
+  if redis.call('GET', KEYS[4]) == ARGV[8] then return 1 end
   return 0
 end
-local m = redis.call('GET', KEYS[6])
-if m then
-  local ra, ku = rev(m)
+local marked, ra, ku = rev(KEYS[6])
+if marked then
   if not ra then return -1 end
-  if tonumber(ARGV[8]) <= ra and ku > now then
-    drop(KEYS[1], KEYS[2], KEYS[3], ARGV[4])
+  if tonumber(ARGV[4]) <= ra and ku > now then
+    drop(KEYS[1], KEYS[2], KEYS[3], ARGV[6])
     return 2
   end
 end
-subject_add(KEYS[5], now, exp_at, ARGV[4], tonumber(ARGV[9]))
-store(KEYS[1], KEYS[2], KEYS[3], ARGV[1], exp_at, now, ARGV[4])
-if ARGV[5] == '1' then redis.call('SET', KEYS[4], ARGV[6], 'PX', ARGV[7]) end
+subject_add(KEYS[5], now, tonumber(ARGV[3]), ARGV[6], tonumber(ARGV[10]))
+store(KEYS[1], KEYS[2], KEYS[3], ARGV[6], now, ARGV[1], ARGV[3], ARGV[4], ARGV[2])
+if ARGV[7] == '1' then redis.call('SET', KEYS[4], ARGV[8], 'PX', ARGV[9]) end
 return 1
 "#,
     )
 });
 
-/// Atomically remove and return a live session, leaving it under this
-/// call's receipt so that a re-sent copy of the call returns it too (an
-/// unreadable value is returned untouched: the caller reports it).
+/// Atomically remove and return a live session (its [`FIELDS`]), leaving
+/// it under this call's receipt so that a re-sent copy of the call returns
+/// it too (an unreadable session is returned untouched: the caller
+/// reports it). Returns an empty array if there is none.
 /// KEYS: session, scan index, expiry index, receipt. ARGV: now, member, receipt ms.
 pub(crate) static TAKE: LazyLock<Script> = LazyLock::new(|| {
     script(
-        &[RD, IS_SESSION],
+        &[FIELDS],
         r#"
-local r = redis.call('GET', KEYS[4])
-if r then return r end
-local v = redis.call('GET', KEYS[1])
-if not v then return false end
-if not is_session(v) then return v end
-if rd(v, 2) <= tonumber(ARGV[1]) then return false end
+if redis.call('EXISTS', KEYS[4]) == 1 then return fields(KEYS[4]) end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+local f = fields(KEYS[1])
+local e = tonumber(f[2])
+if not e then return f end
+if e <= tonumber(ARGV[1]) then return {} end
 redis.call('RENAME', KEYS[1], KEYS[4])
 redis.call('PEXPIRE', KEYS[4], ARGV[3])
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('ZREM', KEYS[3], ARGV[2])
-return v
+return f
 "#,
     )
 });
@@ -254,21 +244,18 @@ return 1
     )
 });
 
-/// Replace a session's sealed blob if it equals the expected one, keeping
-/// every other field and the expiry.
+/// Replace a session's `sealed` field if it equals the expected one,
+/// keeping every other field and the expiry.
 /// KEYS: session, receipt. ARGV: expected, new, receipt ms.
 /// Returns 1 if replaced (now or by this call's earlier run).
 pub(crate) static REPLACE_BLOB: LazyLock<Script> = LazyLock::new(|| {
     script(
-        &[IS_SESSION],
+        &[],
         r#"
 if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
-local v = redis.call('GET', KEYS[1])
-if not is_session(v) then return 0 end
-local head = 19 + string.byte(v, 18) * 256 + string.byte(v, 19)
-if #v <= head then return 0 end
-if string.sub(v, head + 1) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], string.sub(v, 1, head) .. ARGV[2], 'KEEPTTL')
+local f = redis.call('HMGET', KEYS[1], 'expires_at', 'sealed')
+if not tonumber(f[1]) or f[2] ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'sealed', ARGV[2])
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
 return 1
 "#,
@@ -297,16 +284,17 @@ return redis.call('ZINCRBY', KEYS[3], 1, ARGV[1])
 /// Returns {revoked_at, keep_until, jti...}.
 pub(crate) static REVOKE: LazyLock<Script> = LazyLock::new(|| {
     script(
-        &[RD, WR, REV],
+        &[NUM, REV],
         r#"
 local ra = tonumber(ARGV[1])
 local ku = tonumber(ARGV[2])
-local ora, oku = rev(redis.call('GET', KEYS[1]))
+local _, ora, oku = rev(KEYS[1])
 if ora then
   if ora > ra then ra = ora end
   if oku > ku then ku = oku end
 end
-redis.call('SET', KEYS[1], string.char(1) .. wr(ra) .. wr(ku) .. ARGV[3])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'revoked_at', num(ra), 'keep_until', num(ku), 'token', ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', num(tonumber(ARGV[4]) - tonumber(ARGV[5])))
 local out = {num(ra), num(ku)}
 for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do out[#out + 1] = m end
@@ -320,27 +308,29 @@ return out
 /// the marker was written), then delete the session if it belongs to the
 /// subject.
 /// KEYS: session, scan index, expiry index, tombstone, tombstone index, receipt.
-/// ARGV: member, subject length (u16 big-endian) .. subject bytes,
-/// revoked_at, keep_until, tombstone member, receipt ms, only hidden ("1":
-/// delete the session only if the merged revocation hides it).
+/// ARGV: member, subject, revoked_at, keep_until, tombstone member,
+/// receipt ms, only hidden ("1": delete the session only if the merged
+/// revocation hides it).
 /// Returns 1 if deleted (now or by this call's earlier run).
 pub(crate) static TOMBSTONE: LazyLock<Script> = LazyLock::new(|| {
     script(
-        &[RD, WR, REV, IS_SESSION],
+        &[NUM, REV],
         r#"
 if redis.call('EXISTS', KEYS[6]) == 1 then return 1 end
 local ra = tonumber(ARGV[3])
 local ku = tonumber(ARGV[4])
-local ora, oku = rev(redis.call('GET', KEYS[4]))
+local _, ora, oku = rev(KEYS[4])
 if ora then
   if ora > ra then ra = ora end
   if oku > ku then ku = oku end
 end
-redis.call('SET', KEYS[4], string.char(1) .. wr(ra) .. wr(ku))
+redis.call('DEL', KEYS[4])
+redis.call('HSET', KEYS[4], 'revoked_at', num(ra), 'keep_until', num(ku))
 redis.call('ZADD', KEYS[5], 'GT', num(ku), ARGV[5])
-local v = redis.call('GET', KEYS[1])
-if not is_session(v) or string.sub(v, 18, 17 + #ARGV[2]) ~= ARGV[2] then return 0 end
-if ARGV[7] == '1' and rd(v, 10) > ra then return 0 end
+local f = redis.call('HMGET', KEYS[1], 'sub', 'auth_time')
+local at = tonumber(f[2])
+if f[1] ~= ARGV[2] or not at then return 0 end
+if ARGV[7] == '1' and at > ra then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
@@ -357,9 +347,8 @@ pub(crate) static REVOKE_DONE: LazyLock<Script> = LazyLock::new(|| {
     script(
         &[],
         r#"
-local v = redis.call('GET', KEYS[1])
-if not v or #v <= 17 or string.sub(v, 18) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], string.sub(v, 1, 17))
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
+redis.call('HDEL', KEYS[1], 'token')
 return 1
 "#,
     )
@@ -391,12 +380,13 @@ return 1
 /// Returns 1 if the marker is gone (now or before), 0 if it stays.
 pub(crate) static FORGET_MARKER: LazyLock<Script> = LazyLock::new(|| {
     script(
-        &[RD, REV],
+        &[REV],
         r#"
-local v = redis.call('GET', KEYS[1])
-if not v then return 1 end
-local ra, ku = rev(v)
-if not ra or ku > tonumber(ARGV[1]) or #v > 17 then return 0 end
+local marked, ra, ku = rev(KEYS[1])
+if not marked then return 1 end
+if not ra or ku > tonumber(ARGV[1]) or redis.call('HEXISTS', KEYS[1], 'token') == 1 then
+  return 0
+end
 redis.call('DEL', KEYS[1])
 return 1
 "#,

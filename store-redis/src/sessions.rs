@@ -3,12 +3,14 @@
 //!
 //! No store keeps a session a kept revocation marker hides (a save checks
 //! the marker, see `revocation.rs`), so reads are plain: get is one
-//! `GETEX`, take one script on the session's slot.
+//! `HMGET` of the session's hash (on a cluster through a script, which
+//! goes to the primary), take one script on the session's slot.
 
-use broker_core::{Corruption, Result, SessionPage, SessionRecord, StoreError, UnixTime, codec};
+use broker_core::{Corruption, Result, SessionPage, SessionRecord, StoreError, UnixTime};
 use redis::aio::ConnectionLike;
 
 use crate::error::{bad_marker, utf8};
+use crate::format::{self, SESSION_FIELDS};
 use crate::keys::{BUCKETS, hex, unhex};
 use crate::{RedisStore, SUBJECT_GRACE, receipt_ms, scripts, token};
 
@@ -47,7 +49,7 @@ where
     async fn write(&self, op: &'static str, s: &SessionRecord, create: bool) -> Result<Saved> {
         let k = self.keys.session(&s.jti);
         let token = token();
-        let value = codec::encode_session(s);
+        let [sub, expires_at, auth_time, sealed] = format::encode_session(s);
         let now = self.clock.now();
         let create = if create { "1" } else { "0" };
         let code: i64 = if self.single() {
@@ -55,14 +57,15 @@ where
             inv.key(self.keys.create_receipt(&k))
                 .key(self.keys.subject(&s.sub))
                 .key(self.keys.marker(&s.sub))
-                .arg(&value)
-                .arg(s.expires_at)
+                .arg(&sub)
+                .arg(&sealed)
+                .arg(&expires_at)
+                .arg(&auth_time)
                 .arg(now)
                 .arg(&k.member)
                 .arg(create)
                 .arg(&token)
                 .arg(receipt_ms())
-                .arg(s.auth_time)
                 .arg(SUBJECT_GRACE);
             self.run(op, &inv).await?
         } else {
@@ -88,15 +91,16 @@ where
             let mut inv = k.on(&scripts::SAVE);
             inv.key(self.keys.create_receipt(&k))
                 .key(tombstone)
-                .arg(&value)
-                .arg(s.expires_at)
+                .arg(&sub)
+                .arg(&sealed)
+                .arg(&expires_at)
+                .arg(&auth_time)
                 .arg(now)
                 .arg(&k.member)
                 .arg(create)
                 .arg(&token)
                 .arg(receipt_ms())
-                .arg(if indexed == 0 { "1" } else { "0" })
-                .arg(s.auth_time);
+                .arg(if indexed == 0 { "1" } else { "0" });
             self.run(op, &inv).await?
         };
         match code {
@@ -115,11 +119,15 @@ where
         const OP: &str = "get_session";
         let now = self.clock.now();
         let k = self.keys.session(jti);
-        // On a cluster, GETEX without options: a GET that redis-rs routes
-        // as a write, to the primary, even on a handle reading from replicas.
-        let command = if self.single() { "GET" } else { "GETEX" };
-        let raw: Option<Vec<u8>> = self.cmd(OP, redis::cmd(command).arg(&k.session)).await?;
-        live(OP, jti, raw, now)
+        // On a cluster through the READ script: redis-rs sends scripts to
+        // the primary, even on a handle reading from replicas.
+        let fields: Vec<Option<Vec<u8>>> = if self.single() {
+            self.cmd(OP, redis::cmd("HMGET").arg(&k.session).arg(&SESSION_FIELDS))
+                .await?
+        } else {
+            self.read(OP, "HMGET", &k.session, &SESSION_FIELDS).await?
+        };
+        live(OP, jti, fields, now)
     }
 
     /// Atomic (one script), and a re-sent copy of the call returns the
@@ -128,7 +136,7 @@ where
         const OP: &str = "take_session";
         let now = self.clock.now();
         let k = self.keys.session(jti);
-        let raw: Option<Vec<u8>> = self
+        let fields: Vec<Option<Vec<u8>>> = self
             .run(
                 OP,
                 k.on(&scripts::TAKE)
@@ -138,7 +146,7 @@ where
                     .arg(receipt_ms()),
             )
             .await?;
-        live(OP, jti, raw, now)
+        live(OP, jti, fields, now)
     }
 
     /// The subject's index keeps the jti until it expires (revoke then
@@ -205,11 +213,11 @@ where
                 .await?;
             examined += members.len();
             if !members.is_empty() {
-                let mut inv = scripts::READ_MANY.prepare_invoke();
+                let mut inv = scripts::READ_SESSIONS.prepare_invoke();
                 for m in &members {
                     inv.key(self.keys.session_hex(b, m));
                 }
-                let values: Vec<Option<Vec<u8>>> = self.run(OP, &inv).await?;
+                let values: Vec<Vec<Option<Vec<u8>>>> = self.run(OP, &inv).await?;
                 for (member, value) in members.iter().zip(values) {
                     let jti = unhex(member).ok_or(StoreError::corrupt(
                         OP,
@@ -234,17 +242,16 @@ where
     }
 }
 
-/// The session stored under `jti`, if it is live at `now` (the store's
-/// clock decides; native expiry may have dropped it already).
+/// The session stored under `jti` (its hash's [`SESSION_FIELDS`]), if it
+/// is live at `now` (the store's clock decides; native expiry may have
+/// dropped it already).
 fn live(
     op: &'static str,
     jti: &str,
-    raw: Option<Vec<u8>>,
+    fields: Vec<Option<Vec<u8>>>,
     now: UnixTime,
 ) -> Result<Option<SessionRecord>> {
-    let Some(raw) = raw else { return Ok(None) };
-    let s = codec::decode_session(op, jti.to_owned(), &raw)?;
-    Ok(s.is_live_at(now).then_some(s))
+    Ok(format::decode_session(op, jti, fields)?.filter(|s| s.is_live_at(now)))
 }
 
 /// Parse a scan cursor: `BB` or `BB:HEXJTI`.

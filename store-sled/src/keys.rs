@@ -1,9 +1,9 @@
 //! Key layouts of the index trees.
 //!
-//! * sessions: `jti` → [`broker_core::codec::encode_session`]
+//! * sessions: `jti` → [`crate::codec::encode_session`]
 //! * by_expiry: `expires_at (8 bytes, big-endian, sign bit flipped) ++ jti` → empty
 //! * by_subject: `len(sub) (u16 BE) ++ sub ++ jti` → empty
-//! * revocations: `sub` → [`broker_core::codec::encode_revocation`]
+//! * revocations: `sub` → [`crate::codec::encode_revocation`]
 //! * revoked_until: `keep_until (8 bytes, as above) ++ sub` → empty
 //!
 //! Flipping the sign bit of a two's-complement `i64` and writing it

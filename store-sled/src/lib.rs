@@ -117,6 +117,12 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod codec;
+#[cfg(not(feature = "fuzzing"))]
+mod codec;
+mod format;
 mod keys;
 mod ops;
 mod revocation;
@@ -136,6 +142,7 @@ use sled::transaction::TransactionError;
 
 use crate::trees::{TREE_SUFFIXES, Trees, tree_name};
 
+pub use format::FORMAT_VERSION;
 pub use sled;
 
 /// How many index entries purge and revoke read per batch.
@@ -518,5 +525,7 @@ fn key_batch(op: &'static str, iter: sled::Iter) -> Result<Vec<IVec>> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_format;
 #[cfg(test)]
 mod tests_lifecycle;

@@ -5,8 +5,8 @@ use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
+use crate::codec;
 use broker_core::clock::Clock;
-use broker_core::codec;
 use broker_core::{
     BrokerStore, Corruption, Namespace, PeerJwks, Result, Revocation, RevocationPage, SessionPage,
     SessionRecord, StoreBackend, StoreError, StoreStats,
@@ -14,7 +14,7 @@ use broker_core::{
 
 use crate::sessions::{unindex_locked, unlink_locked};
 use crate::trees::NAMESPACE_DROPS;
-use crate::{REVOCATION_CACHE, SledStore, keys, sled_error};
+use crate::{REVOCATION_CACHE, SledStore, format, keys, sled_error};
 
 impl StoreBackend for SledStore {
     fn namespace(&self) -> &Namespace {
@@ -29,8 +29,17 @@ impl StoreBackend for SledStore {
         Arc::clone(&self.clock)
     }
 
+    /// Records the storage format or checks it ([`crate::FORMAT_VERSION`];
+    /// a newer one fails with a [`broker_core::FormatError`]), then opens
+    /// the namespace's trees.
     async fn setup(&self) -> Result<()> {
-        self.trees("setup").map(|_| ())
+        const OP: &str = "setup";
+        let recorded = format::check(&self.db, &self.namespace, OP)?;
+        self.trees(OP)?;
+        if recorded {
+            self.written(OP).await?;
+        }
+        Ok(())
     }
 
     async fn drop_namespace(&self) -> Result<()> {

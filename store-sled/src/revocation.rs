@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use broker_core::codec;
+use crate::codec;
 use broker_core::{Result, Revocation, UnixTime};
 use sled::{IVec, Transactional};
 

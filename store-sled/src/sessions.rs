@@ -5,7 +5,7 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use broker_core::codec;
+use crate::codec;
 use broker_core::{Result, SessionRecord, StoreError, UnixTime};
 use sled::{IVec, Tree};
 

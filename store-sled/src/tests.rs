@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use broker_core::{BrokerStore, MemoryStore, PeerJwks, Revocation, SessionRecord, unix_now};
 
-use broker_core::codec;
+use crate::codec;
 
 use super::*;
 
@@ -321,6 +321,8 @@ async fn namespaces_use_separate_trees() {
         .clone()
         .with_namespace(Namespace::new("ns_a").expect("ns"));
     let b = store.with_namespace(Namespace::new("ns_b").expect("ns"));
+    a.setup().await.expect("setup a");
+    b.setup().await.expect("setup b");
     let now = unix_now();
     let s = SessionRecord {
         jti: "same".into(),

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use broker_core::clock::{Clock as _, ManualClock};
-use broker_core::{BrokerStore, Namespace, Revocation, SessionRecord, codec, unix_now};
+use broker_core::{BrokerStore, Namespace, Revocation, SessionRecord, unix_now};
+
+use crate::codec;
 use sled::IVec;
 
 use super::*;

@@ -38,7 +38,7 @@ impl Drop for MarkerWrite {
 }
 
 /// The tree suffixes of one namespace, in [`SledStore::tree_names`] order.
-pub(crate) const TREE_SUFFIXES: [&str; 7] = [
+pub(crate) const TREE_SUFFIXES: [&str; 8] = [
     "sessions",
     "by_expiry",
     "by_subject",
@@ -46,6 +46,7 @@ pub(crate) const TREE_SUFFIXES: [&str; 7] = [
     "revoked_until",
     "records",
     "peers",
+    crate::format::META_TREE,
 ];
 
 /// The trees of one namespace.

@@ -36,9 +36,9 @@ pub async fn fresh_store(url: &str) -> (PgPool, Namespace, store_postgres::Postg
     (pool, ns, store)
 }
 
-/// The four table names of `ns`.
-pub fn tables(ns: &Namespace) -> [String; 4] {
-    ["sessions", "revocations", "records", "peers"].map(|t| format!("{ns}_{t}"))
+/// The five table names of `ns`.
+pub fn tables(ns: &Namespace) -> [String; 5] {
+    ["sessions", "revocations", "records", "peers", "meta"].map(|t| format!("{ns}_{t}"))
 }
 
 /// Every value of every column of every table of `ns` (in the connection's

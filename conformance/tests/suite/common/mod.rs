@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use broker_core::{BrokerStore, MemoryStore, Namespace, StoreError, codec};
+use broker_core::{BrokerStore, MemoryStore, Namespace, PeerJwks, SessionRecord, StoreError};
 use conformance::StoreFactory;
 
 /// Opens `MemoryStore`s on one shared in-memory database, each wrapped by
@@ -70,7 +70,8 @@ where
         )))
     }
 
-    /// Everything the namespace holds, encoded as a key-value store would.
+    /// Everything the namespace holds, each record's fields concatenated
+    /// as a key-value store would keep them (see [`session_bytes`]).
     async fn raw_contents(
         &self,
         namespace: &Namespace,
@@ -82,7 +83,7 @@ where
             let page = store.scan_sessions(cursor.as_deref(), 1000).await?;
             for s in &page.sessions {
                 raw.push(s.jti.clone().into_bytes());
-                raw.push(codec::encode_session(s));
+                raw.push(session_bytes(s));
             }
             match page.next {
                 Some(next) => cursor = Some(next),
@@ -94,8 +95,27 @@ where
             raw.push(value);
         }
         for p in store.load_peers().await? {
-            raw.push(codec::encode_peer(&p));
+            raw.push(peer_bytes(&p));
         }
         Ok(Some(raw))
     }
+}
+
+/// A session as the bytes a key-value store would keep under its `jti`:
+/// the times, the subject, the sealed blob.
+fn session_bytes(s: &SessionRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + s.sub.len() + s.sealed.len());
+    out.extend_from_slice(&s.expires_at.to_be_bytes());
+    out.extend_from_slice(&s.auth_time.to_be_bytes());
+    out.extend_from_slice(s.sub.as_bytes());
+    out.extend_from_slice(&s.sealed);
+    out
+}
+
+/// A peer JWKS as the bytes a key-value store would keep.
+fn peer_bytes(p: &PeerJwks) -> Vec<u8> {
+    let mut out = p.issuer.as_bytes().to_vec();
+    out.extend_from_slice(&p.fetched_at.to_be_bytes());
+    out.extend_from_slice(p.jwks.as_bytes());
+    out
 }

@@ -2,7 +2,9 @@
 //! server (prefix, hex-encoded user input, one hash slot per operation),
 //! bounded indexes with native expiry, and connections of every kind.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod format;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -638,34 +640,5 @@ async fn purge_finishes_a_revoke_that_stopped_halfway() {
             }
             topology.teardown(&ns).await.expect("teardown");
         }
-    }
-}
-
-/// A namespace written by another storage format (this crate's 0.1
-/// `store-redis/1`) is a typed error at setup, and nothing is migrated.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn setup_refuses_an_older_storage_format() {
-    use common::Raw;
-    use store_redis::SetupError;
-    for topology in topologies().await {
-        let ns = Namespace::random("rs").expect("namespace");
-        let raw = Raw::open(&topology).await;
-        let _: () = raw
-            .query(
-                redis::cmd("SET")
-                    .arg(format!("{ns}:meta"))
-                    .arg("store-redis/1"),
-            )
-            .await;
-        let store = topology.open(&ns).await.expect("connect");
-        let err = store.setup().await.expect_err("setup on format 1");
-        assert_eq!(
-            std::error::Error::source(&err).and_then(|s| s.downcast_ref::<SetupError>()),
-            Some(&SetupError::Format {
-                found: "store-redis/1".into()
-            }),
-            "{err:?}"
-        );
-        topology.teardown(&ns).await.expect("teardown");
     }
 }

@@ -1,10 +1,11 @@
-//! `codec::decode_revocation` on any bytes: a marker or `Corrupt`, never a
+//! `store_sled::codec::decode_revocation` on any bytes: a marker or `Corrupt`, never a
 //! panic; what decodes re-encodes to the same bytes, and any marker
 //! round-trips through encode → decode.
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use broker_core::{Revocation, StoreError, codec};
+use broker_core::{Revocation, StoreError};
+use store_sled::codec;
 use broker_core_fuzz::formats;
 use libfuzzer_sys::fuzz_target;
 

@@ -4,7 +4,9 @@
 //! input staying literal, the read-side expiry check, handle reuse, and error
 //! mapping.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod format;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,7 +71,7 @@ async fn setup_creates_a_session_ttl_index_on_a_bson_date_and_a_subject_index() 
     let (a, b) = tokio::join!(store.setup(), s2.setup());
     a.unwrap();
     b.unwrap();
-    let [sessions, revocations, _, _] = store.collection_names();
+    let [sessions, revocations, ..] = store.collection_names();
     let indexes: Vec<_> = db
         .collection::<Document>(&sessions)
         .list_indexes()
@@ -183,7 +185,7 @@ async fn expired_documents_the_ttl_monitor_has_not_removed_are_never_returned() 
     let Some((store, db)) = fresh().await else {
         return;
     };
-    let [sessions, _, _, _] = store.collection_names();
+    let [sessions, ..] = store.collection_names();
     // Planted directly, as the TTL monitor (once a minute) may leave it.
     let past = unix_now() - 5;
     db.collection::<Document>(&sessions)
@@ -220,7 +222,7 @@ async fn a_document_of_the_wrong_shape_is_corrupt_not_a_panic() {
     let Some((store, db)) = fresh().await else {
         return;
     };
-    let [sessions, _, records, _] = store.collection_names();
+    let [sessions, _, records, ..] = store.collection_names();
     let future = unix_now() + 600;
     db.collection::<Document>(&sessions)
         .insert_one(doc! {
@@ -307,7 +309,7 @@ async fn peers_keep_their_json_text_exactly() {
     };
     store.save_peer(&peer).await.unwrap();
     assert_eq!(store.load_peers().await.unwrap(), vec![peer.clone()]);
-    let [_, _, _, peers] = store.collection_names();
+    let [_, _, _, peers, _] = store.collection_names();
     let raw = db
         .collection::<Document>(&peers)
         .find_one(doc! {})
@@ -538,7 +540,7 @@ async fn differential(mut seed: u64) -> bool {
             }
         };
         if a != b {
-            let [sessions, revs, _, _] = store.collection_names();
+            let [sessions, revs, ..] = store.collection_names();
             let docs: Vec<Document> = db
                 .collection::<Document>(&sessions)
                 .find(doc! {})

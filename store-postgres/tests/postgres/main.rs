@@ -1,7 +1,9 @@
 //! PostgreSQL-specific tests (the shared contract runs in `conformance.rs`).
 //! They need the test server: `eval "$(scripts/servers/postgres.sh start)"`.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod format;
 
 use std::collections::BTreeSet;
 use std::error::Error as _;
@@ -62,8 +64,8 @@ async fn setup_from_16_tasks_on_4_pools_leaves_one_table_and_index_set() {
     .fetch_all(admin)
     .await
     .unwrap();
-    // Four primary keys plus expiry, subject and revocation-expiry indexes.
-    assert_eq!(indexes.len(), 7, "{indexes:?}");
+    // Five primary keys plus expiry, subject and revocation-expiry indexes.
+    assert_eq!(indexes.len(), 8, "{indexes:?}");
     for wanted in [
         "sessions_expires_at_idx",
         "sessions_sub_idx",

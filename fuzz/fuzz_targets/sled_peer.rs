@@ -1,10 +1,11 @@
-//! `codec::decode_peer` on any bytes: a JWKS record or `Corrupt`, never a
+//! `store_sled::codec::decode_peer` on any bytes: a JWKS record or `Corrupt`, never a
 //! panic; what decodes re-encodes to the same bytes, and any record
 //! round-trips through encode → decode.
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use broker_core::{PeerJwks, StoreError, codec};
+use broker_core::{PeerJwks, StoreError};
+use store_sled::codec;
 use broker_core_fuzz::formats;
 use libfuzzer_sys::fuzz_target;
 

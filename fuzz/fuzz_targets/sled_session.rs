@@ -1,10 +1,11 @@
-//! `codec::decode_session` (and `session_expires_at`) on any bytes: a
+//! `store_sled::codec::decode_session` (and `session_expires_at`) on any bytes: a
 //! record or `Corrupt`, never a panic; what decodes re-encodes to the same
 //! bytes. The same bytes read as a record: encode → decode gives it back.
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use broker_core::{SessionRecord, StoreError, codec};
+use broker_core::{SessionRecord, StoreError};
+use store_sled::codec;
 use broker_core_fuzz::formats;
 use libfuzzer_sys::fuzz_target;
 
