@@ -65,18 +65,6 @@ pub async fn open_vault(cfg: &Config, key: KeySource) -> Result<Arc<TokenVault>,
     ))
 }
 
-/// Make ring the process's rustls provider (A32: one provider) unless one
-/// is installed already; reqwest built with `rustls-no-provider` panics
-/// without one.
-/// Without the `https` feature there is no TLS and nothing to install.
-pub fn install_crypto_provider() {
-    #[cfg(feature = "https")]
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Losing a race to another installer is fine: one is installed.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-}
-
 /// Open the broker of `cfg` on `vault`, with the IdP client secret from
 /// `OIDC_BROKER_IDP_CLIENT_SECRET` as `secret`.
 pub async fn open_broker(
@@ -107,7 +95,6 @@ pub async fn open_broker(
     broker_cfg.redirect_uris = cfg.redirect_uris.clone();
     broker_cfg.post_logout_redirect_uris = cfg.post_logout_redirect_uris.clone();
     broker_cfg.legacy_pkce_in_state = cfg.legacy_pkce_in_state;
-    install_crypto_provider();
     let http = broker_service::idp::http_client()
         .map_err(|e| ServerError::Config(format!("HTTP client: {e}")))?;
     Ok(Broker::open(vault, broker_cfg, http, Arc::new(SystemClock)).await?)

@@ -37,7 +37,6 @@ fn main() -> ExitCode {
         .with(tracing_subscriber::fmt::layer())
         .with(filter)
         .init();
-    oidc_broker::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -275,10 +275,16 @@ impl IdpClient {
     }
 }
 
-/// An HTTP client for IdP calls: no redirects followed (a token endpoint
-/// that redirects is refused, unlike py-oidc-auth), connect timeout 5 s.
+/// An HTTP client for IdP calls: HTTPS on rustls with the **ring**
+/// provider and the web PKI roots (the configuration federation uses, so a
+/// binary holds one rustls provider and needs no process default), no
+/// redirects followed (a token endpoint that redirects is refused, unlike
+/// py-oidc-auth), connect timeout 5 s.
 pub fn http_client() -> Result<reqwest::Client, IdpError> {
+    let tls = broker_issuer::federation::tls_config()
+        .map_err(|_| IdpError::Malformed("the TLS configuration could not be built"))?;
     reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
         .build()
@@ -288,4 +294,19 @@ pub fn http_client() -> Result<reqwest::Client, IdpError> {
 /// RFC 6749 §2.3.1: client credentials in Basic auth are form-encoded first.
 fn form_encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    /// reqwest is built with `rustls-no-provider` (federation needs it), so
+    /// a client on reqwest's default TLS panics in a process with no
+    /// installed rustls provider: the IdP client must bring its own.
+    #[test]
+    fn http_client_needs_no_process_default_tls_provider() {
+        let client = std::panic::catch_unwind(super::http_client);
+        assert!(
+            matches!(client, Ok(Ok(_))),
+            "http_client() failed or panicked without a process-default rustls provider"
+        );
+    }
 }
