@@ -69,7 +69,7 @@ async fn login(broker: &Broker, http: &reqwest::Client, n: usize) -> String {
 
 /// Run `concurrency` chains for `secs`; returns (refreshes/s, p50, p99).
 async fn run(broker: &Broker, concurrency: usize, secs: u64) -> (f64, Duration, Duration) {
-    let http = reqwest::Client::builder()
+    let http = broker_testkit::http_client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");

@@ -214,7 +214,9 @@ async fn idp_refresh_token(vault: &TokenVault, rt: &str) -> String {
 /// What nanoidp's token endpoint answers to `idp_rt` (spending it if it
 /// still works): its status.
 async fn idp_refresh_status(env: &NanoidpEnv, idp_rt: &str) -> u16 {
-    reqwest::Client::new()
+    broker_testkit::http_client_builder()
+        .build()
+        .expect("a client")
         .post(format!("{}/token", env.url))
         .basic_auth(&env.client_id, Some(&env.client_secret))
         .form(&[("grant_type", "refresh_token"), ("refresh_token", idp_rt)])

@@ -132,7 +132,7 @@ pub struct Browser {
 impl Browser {
     /// A browser with an empty cookie jar.
     pub fn new() -> Result<Self, NanoidpError> {
-        let http = reqwest::Client::builder()
+        let http = crate::http_client_builder()
             .cookie_provider(Arc::new(reqwest::cookie::Jar::default()))
             .redirect(reqwest::redirect::Policy::none())
             .timeout(std::time::Duration::from_secs(10))

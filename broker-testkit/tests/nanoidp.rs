@@ -22,7 +22,7 @@ struct Idp {
 impl Idp {
     async fn connect() -> Option<Self> {
         let env = NanoidpEnv::require()?;
-        let http = reqwest::Client::builder()
+        let http = broker_testkit::http_client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(std::time::Duration::from_secs(10))
             .build()

@@ -180,7 +180,7 @@ async fn login_with_challenge(h: &crate::common::Harness) -> String {
 
 /// Follow the IdP's authorize URL (it approves at once); the code.
 async fn authorize(url: &str) -> String {
-    let http = reqwest::Client::builder()
+    let http = broker_testkit::http_client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();

@@ -239,7 +239,7 @@ impl Harness {
         store: Store,
         clock: Option<ManualClock>,
     ) -> Self {
-        let http = reqwest::Client::builder()
+        let http = broker_testkit::http_client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10))
             .build()

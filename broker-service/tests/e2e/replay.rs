@@ -131,7 +131,7 @@ async fn a15_on(a: &Store, b: &Store) {
     let idp = start_idp(Arc::clone(&clock)).await;
     let (broker_a, vault_a) = open_broker(&idp, a, Arc::clone(&clock), |_| {}).await;
     let (broker_b, _vault_b) = open_broker(&idp, b, clock, |_| {}).await;
-    let http = reqwest::Client::builder()
+    let http = broker_testkit::http_client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("a client");

@@ -36,7 +36,7 @@ pub async fn start_with(change: impl FnOnce(&mut TestIdpConfig)) -> Harness {
     let mut config = TestIdpConfig::with_clock(Arc::new(clock.clone()));
     change(&mut config);
     let idp = TestIdp::start(config).await.expect("TestIdp starts");
-    let http = reqwest::Client::builder()
+    let http = broker_testkit::http_client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(std::time::Duration::from_secs(10))
         .build()
