@@ -29,20 +29,13 @@ pub use error::{NanoidpError, TestIdpError};
 use crate::keys::SigningKey;
 use crate::state::{DeviceState, Failure, Shared};
 
-/// A `reqwest` client builder for tests: TLS on rustls with the ring
-/// provider and no trusted roots (tests speak plain HTTP on loopback). The
+/// A `reqwest` client builder for tests, on the broker's own ring-only
+/// TLS configuration (`broker_issuer::federation::tls_config`). The
 /// workspace's reqwest is built with `rustls-no-provider`, so a client built
 /// without a TLS configuration would panic in a process with no installed
 /// provider.
 pub fn http_client_builder() -> reqwest::ClientBuilder {
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map(|b| {
-            b.with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
-        });
-    match tls {
+    match broker_issuer::federation::tls_config() {
         Ok(tls) => reqwest::Client::builder().tls_backend_preconfigured(tls),
         // Cannot happen: ring supports every default protocol version.
         Err(_) => reqwest::Client::builder(),
