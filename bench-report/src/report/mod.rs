@@ -9,6 +9,7 @@ mod misses;
 mod page;
 mod side;
 mod stores;
+mod targets;
 
 pub use page::{BEGIN, END, regenerate, splice};
 
@@ -47,6 +48,7 @@ pub fn render(dir: &BenchDir) -> String {
     commands(&mut d, dir);
     cpu::section(&mut d, dir);
     side::section(&mut d, dir);
+    targets::section(&mut d, dir);
     stores::ratios(&mut d, dir);
     stores::scale(&mut d, dir);
     stores::memory(&mut d, dir);
