@@ -287,7 +287,7 @@ impl Broker {
 /// Map an IdP failure onto the grant error the client sees.
 pub(crate) fn idp_error(e: IdpError) -> GrantError {
     match e {
-        IdpError::Unavailable => GrantError::IdpUnavailable,
+        IdpError::Unavailable | IdpError::KeysCoolingDown => GrantError::IdpUnavailable,
         IdpError::InvalidGrant => {
             GrantError::InvalidGrant("the identity provider refused the grant")
         }

@@ -96,6 +96,11 @@ pub enum IdpError {
     /// An answer that is not what the protocol says.
     #[error("unusable answer from the identity provider: {0}")]
     Malformed(&'static str),
+    /// A token signed by a key the broker has not fetched, and the IdP's
+    /// key set was fetched less than the cooldown (60 s) ago: the IdP has
+    /// probably rotated its key; retry once the cooldown is over.
+    #[error("the identity provider's signing key is not fetched yet")]
+    KeysCoolingDown,
 }
 
 /// The parts of the discovery document the broker uses.

@@ -173,7 +173,7 @@ impl IdpKeys {
             return Ok(found.clone());
         }
         if state.fetched.is_some_and(|t| t.elapsed() < KEYS_COOLDOWN) {
-            return Err(IdpError::Malformed("a token signed by an unknown IdP key"));
+            return Err(IdpError::KeysCoolingDown);
         }
         state.fetched = Some(Instant::now());
         let response = client

@@ -374,8 +374,9 @@ pub async fn expiry_follows_the_shared_clock() {
 /// less than its 60 s cooldown ago, so the ID token of a refresh answer
 /// cannot be checked yet. The IdP has already rotated its refresh token,
 /// so the broker must keep the new one and leave the grant usable: the
-/// client's retries fail until the keys can be fetched, then work — they
-/// must not count as replays that revoke the login.
+/// client's retries fail with "temporarily unavailable" (503) until the
+/// keys can be fetched, then work — they must not count as replays that
+/// revoke the login.
 pub async fn idp_key_rotation_during_refresh_keeps_the_login() {
     let h = Harness::fake_clock().await;
     let t0 = h.login().await;
@@ -386,9 +387,12 @@ pub async fn idp_key_rotation_during_refresh_keeps_the_login() {
             .refresh(&rt(&t0))
             .await
             .expect_err("the new key is not fetched yet");
+        // Not a replay, and not the broker's fault either: "retry later"
+        // (503 temporarily_unavailable), not 500.
         assert!(
-            !matches!(err, GrantError::ReuseDetected),
-            "attempt {attempt}: {err:?}"
+            matches!(err, GrantError::IdpUnavailable) && err.status() == 503,
+            "attempt {attempt}: {err:?} ({})",
+            err.status()
         );
         let view = h.inventory().await.family(&sid);
         assert_eq!(
