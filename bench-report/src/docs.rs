@@ -113,6 +113,10 @@ pub struct RedisSettings {
 pub struct Criterion {
     /// The command.
     pub command: String,
+    /// When the benches started (Unix seconds; absent in documents
+    /// written before it was recorded).
+    #[serde(default)]
+    pub started_at: Option<i64>,
     /// Sorted by id.
     pub benches: Vec<CriterionBench>,
 }
@@ -286,6 +290,28 @@ pub fn read(path: &Path) -> Result<String> {
 }
 
 impl BenchDir {
+    /// `None` if a document that started at `started_at` belongs to the
+    /// run `machine.json` records, else a note saying it is older (a
+    /// benchmark not re-run then keeps its earlier document).
+    pub fn earlier(&self, started_at: Option<i64>) -> Option<String> {
+        let (a, b) = self
+            .machine
+            .as_ref()
+            .and_then(|m| Some((m.started_at?, m.finished_at?)))?;
+        match started_at {
+            Some(t) if (a..=b).contains(&t) => None,
+            Some(t) => Some(format!(
+                "**From an earlier run** (started {}), not re-run with the others on this page.",
+                crate::report::fmt::utc_date(t)
+            )),
+            None => Some(
+                "**From an earlier run** (its date was not recorded), not re-run with the \
+                 others on this page."
+                    .into(),
+            ),
+        }
+    }
+
     /// Load every `*.json` under `dir`; a file that does not parse as its
     /// kind is an error naming it.
     pub fn load(dir: &Path) -> Result<Self> {

@@ -16,6 +16,10 @@ pub(crate) fn section(d: &mut Doc, dir: &BenchDir) {
     let b = &crit.benches;
     d.w("## CPU: sealing and key derivation (criterion)");
     d.w("");
+    if let Some(note) = dir.earlier(crit.started_at) {
+        d.w(note);
+        d.w("");
+    }
     d.w("| bench | mean | 95% CI | target |");
     d.w("|---|---:|---|---|");
     for r in b {

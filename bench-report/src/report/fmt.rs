@@ -84,3 +84,12 @@ mod tests {
         assert_eq!(mib(None), "–");
     }
 }
+
+/// `YYYY-MM-DD HH:MM UTC` of Unix seconds `t`.
+pub fn utc_date(t: i64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| d.format(&format).ok())
+        .unwrap_or_else(|| "?".into())
+}

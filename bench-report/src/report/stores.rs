@@ -43,7 +43,7 @@ pub(crate) fn ratios(d: &mut Doc, dir: &BenchDir) {
         d.w("");
         d.w(format!(
             "Sealed blob {} B (refresh token {} B, user_info {} B); {} ops per cell; raw ceiling: \
-             {}. Load average {} → {}; run took {} s.",
+             {}. Load average {} → {}; run took {} s.{}",
             r.sealed_bytes,
             a.payload,
             a.user_info,
@@ -51,7 +51,9 @@ pub(crate) fn ratios(d: &mut Doc, dir: &BenchDir) {
             r.raw_ops,
             opt_float(r.loadavg_before),
             opt_float(r.loadavg_after),
-            num(r.elapsed_secs, 0)
+            num(r.elapsed_secs, 0),
+            dir.earlier(Some(r.started_at))
+                .map_or(String::new(), |note| format!(" {note}"))
         ));
         d.w("");
         d.w("| op | conc | ours ops/s | raw ops/s | ratio | target | ours p50 / p99 µs | raw p50 / p99 µs |");

@@ -221,6 +221,24 @@ fn round_2_targets_each_get_a_verdict() {
 }
 
 #[test]
+fn a_run_older_than_the_page_says_so() {
+    let mut d = dir(false);
+    let page = render(&d);
+    assert!(!page.contains("From an earlier run"), "{page}");
+    let old = bench_run("sled", 10_000, 86_400, vec![]);
+    d.insert("sled-10k", &old.to_string(), Path::new("sled-10k"))
+        .expect("sled-10k");
+    let page = render(&d);
+    assert!(
+        page.contains(
+            "run took 31 s. **From an earlier run** (started 1970-01-02 00:00 UTC), not re-run \
+             with the others on this page."
+        ),
+        "{page}"
+    );
+}
+
+#[test]
 fn machine_records_idleness_measured() {
     let page = render(&dir(false));
     has(

@@ -9,21 +9,13 @@ use brokerctl::bench::loadavg;
 use super::proc::output;
 use super::servers::Servers;
 use crate::docs::{IdleCheck, Machine, PgSettings, RedisSettings};
+use crate::report::fmt::utc_date;
 
 /// Unix seconds now.
 pub fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// `YYYY-MM-DD HH:MM UTC` of Unix seconds `t`.
-pub fn utc_date(t: i64) -> String {
-    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| d.format(&format).ok())
-        .unwrap_or_else(|| "?".into())
 }
 
 /// The value of the first `/proc/cpuinfo`-style line `key: value`.

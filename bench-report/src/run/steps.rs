@@ -8,6 +8,7 @@ use std::time::Duration;
 use brokerctl::bench::BenchReport;
 use serde::Deserialize;
 
+use super::machine::unix_now;
 use super::proc::{output, redact, status, write_json};
 use crate::docs::{Criterion, CriterionBench, Migrate, PyRun};
 use crate::error::{Error, Result};
@@ -56,6 +57,7 @@ pub fn criterion(ctx: &Ctx, name: &str, native: bool, quick: bool) -> Result<()>
         ]);
     }
     eprintln!("== {name}: {shown}");
+    let started_at = unix_now();
     status(name, &mut cmd)?;
     let mut benches = Vec::new();
     collect_criterion(&target.join("criterion"), &mut benches)?;
@@ -64,6 +66,7 @@ pub fn criterion(ctx: &Ctx, name: &str, native: bool, quick: bool) -> Result<()>
         &ctx.out.join(format!("{name}.json")),
         &Criterion {
             command: shown,
+            started_at: Some(started_at),
             benches,
         },
     )
