@@ -60,6 +60,15 @@ pub fn us(ns: f64) -> f64 {
     ns / 1000.0
 }
 
+/// `YYYY-MM-DD HH:MM UTC` of Unix seconds `t`.
+pub fn utc_date(t: i64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| d.format(&format).ok())
+        .unwrap_or_else(|| "?".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,13 +92,4 @@ mod tests {
         assert_eq!(mib(Some(45_432)), "44.4");
         assert_eq!(mib(None), "–");
     }
-}
-
-/// `YYYY-MM-DD HH:MM UTC` of Unix seconds `t`.
-pub fn utc_date(t: i64) -> String {
-    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| d.format(&format).ok())
-        .unwrap_or_else(|| "?".into())
 }
