@@ -38,7 +38,10 @@ USERNAME=broker-test
 PASSWORD=broker-test-pw
 AUDIENCE=broker-test
 
-log() { echo "idp.sh: $*" >&2; }
+NAME=idp.sh
+PID_MATCH=nanoidp
+# shellcheck source=lib.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
 installed() {
     [ -x "$VENV/bin/python" ] &&
@@ -102,19 +105,6 @@ EOF
     fi
 }
 
-running_pid() {
-    # Prints the recorded PID if that process is still alive.
-    if [ -f "$PIDFILE" ]; then
-        local pid
-        pid="$(cat "$PIDFILE")"
-        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-            echo "$pid"
-            return 0
-        fi
-    fi
-    return 1
-}
-
 answers() {
     # The discovery document answers and names this issuer.
     "$VENV/bin/python" - "$URL" >/dev/null 2>&1 <<'EOF'
@@ -124,34 +114,8 @@ with urllib.request.urlopen(sys.argv[1] + "/.well-known/openid-configuration", t
 EOF
 }
 
-port_in_use() {
-    "$VENV/bin/python" - "$HOST" "$PORT" 2>/dev/null <<'EOF'
-import socket, sys
-s = socket.socket()
-s.settimeout(0.5)
-sys.exit(0 if s.connect_ex((sys.argv[1], int(sys.argv[2]))) == 0 else 1)
-EOF
-}
-
-stop() {
-    local pid
-    if pid="$(running_pid)"; then
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "server $pid did not stop in 10 s; sending SIGKILL"
-            kill -9 "$pid" 2>/dev/null || true
-            sleep 0.2
-        fi
-    fi
-    rm -f "$PIDFILE"
-}
-
 launch() {
-    if port_in_use; then
+    if port_in_use "$HOST" "$PORT"; then
         log "port $PORT is already in use by a process this script did not start"
         exit 1
     fi
@@ -160,20 +124,10 @@ launch() {
     (cd "$STATE" && exec setsid "$VENV/bin/python" -m nanoidp --config "$CONF" --host "$HOST" --port "$PORT" \
         >>"$LOG" 2>&1 </dev/null) &
     echo $! >"$PIDFILE"
-    for _ in $(seq 1 300); do
-        if answers; then
-            return 0
-        fi
-        if ! running_pid >/dev/null; then
-            log "server exited during start-up; last lines of $LOG:"
-            tail -n 20 "$LOG" >&2 || true
-            exit 1
-        fi
-        sleep 0.1
-    done
-    log "server did not answer within 30 s; see $LOG"
-    exit 1
+    wait_until answers
 }
+
+stop() { stop_recorded; }
 
 start() {
     install

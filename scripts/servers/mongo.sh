@@ -23,7 +23,10 @@ PORT=57017
 SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
 SECANTUS_VERSION="${SECANTUS_VERSION:-SecantusDB}"
 
-log() { echo "mongo.sh: $*" >&2; }
+NAME=mongo.sh
+PID_MATCH=secantusd-py
+# shellcheck source=lib.sh
+. "$(dirname "$SELF")/lib.sh"
 
 install() {
     if [ -x "$VENV/bin/secantusd-py" ]; then
@@ -40,19 +43,6 @@ install() {
     fi
 }
 
-running_pid() {
-    # Prints the recorded PID if that process is still alive.
-    if [ -f "$PIDFILE" ]; then
-        local pid
-        pid="$(cat "$PIDFILE")"
-        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-            echo "$pid"
-            return 0
-        fi
-    fi
-    return 1
-}
-
 answers() {
     # A `ping` through pymongo (shipped with SecantusDB) proves the server answers.
     "$VENV/bin/python" - "$HOST" "$PORT" >/dev/null 2>&1 <<'EOF'
@@ -64,35 +54,9 @@ c.admin.command("ping")
 EOF
 }
 
-port_in_use() {
-    "$VENV/bin/python" - "$HOST" "$PORT" 2>/dev/null <<'EOF'
-import socket, sys
-s = socket.socket()
-s.settimeout(0.5)
-sys.exit(0 if s.connect_ex((sys.argv[1], int(sys.argv[2]))) == 0 else 1)
-EOF
-}
-
-stop() {
-    local pid
-    if pid="$(running_pid)"; then
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "server $pid did not stop in 10 s; sending SIGKILL"
-            kill -9 "$pid" 2>/dev/null || true
-            sleep 0.2
-        fi
-    fi
-    rm -f "$PIDFILE"
-}
-
 launch() {
     mkdir -p "$DATA"
-    if port_in_use; then
+    if port_in_use "$HOST" "$PORT"; then
         log "port $PORT is already in use by a process this script did not start"
         exit 1
     fi
@@ -102,20 +66,10 @@ launch() {
         --storage-path "$DATA" --standalone --log-level WARNING \
         >>"$LOG" 2>&1 </dev/null &
     echo $! >"$PIDFILE"
-    for _ in $(seq 1 300); do
-        if answers; then
-            return 0
-        fi
-        if ! running_pid >/dev/null; then
-            log "server exited during start-up; last lines of $LOG:"
-            tail -n 20 "$LOG" >&2 || true
-            exit 1
-        fi
-        sleep 0.1
-    done
-    log "server did not answer within 30 s; see $LOG"
-    exit 1
+    wait_until answers
 }
+
+stop() { stop_recorded; }
 
 start() {
     install

@@ -31,7 +31,10 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SERVICE="$HERE/pyoidc_peer.py"
 REQUIREMENTS="$HERE/pyoidc-requirements.txt"
 
-log() { echo "pyoidc.sh: $*" >&2; }
+NAME=pyoidc.sh
+PID_MATCH=pyoidc_peer.py
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 
 installed() {
     [ -x "$VENV/bin/python" ] &&
@@ -65,17 +68,6 @@ install() {
     fi
 }
 
-running_pid() {
-    # Prints the recorded PID if that process is still alive and still ours.
-    [ -f "$PIDFILE" ] || return 1
-    local pid
-    pid="$(cat "$PIDFILE")"
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "pyoidc_peer.py" || return 1
-    echo "$pid"
-}
-
 answers() {
     "$VENV/bin/python" - "$1" >/dev/null 2>&1 <<'EOF'
 import json, sys, urllib.request
@@ -84,21 +76,16 @@ with urllib.request.urlopen(sys.argv[1] + "/health", timeout=2) as r:
 EOF
 }
 
+# The service has written its port and answers there (sets URL).
+peer_answers() {
+    [ -s "$PORTFILE" ] || return 1
+    URL="http://$HOST:$(tr -dc 0-9 <"$PORTFILE")"
+    answers "$URL"
+}
+
 stop() {
-    local pid
-    if pid="$(running_pid)"; then
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "service $pid did not stop in 10 s; sending SIGKILL"
-            kill -9 "$pid" 2>/dev/null || true
-            sleep 0.2
-        fi
-    fi
-    rm -f "$PIDFILE" "$PORTFILE"
+    stop_recorded
+    rm -f "$PORTFILE"
 }
 
 start() {
@@ -109,24 +96,8 @@ start() {
     setsid "$VENV/bin/python" "$SERVICE" --host "$HOST" --port 0 \
         --state "$STATE" --port-file "$PORTFILE" >>"$LOG" 2>&1 </dev/null &
     echo $! >"$PIDFILE"
-    local url=""
-    for _ in $(seq 1 300); do
-        if [ -z "$url" ] && [ -s "$PORTFILE" ]; then
-            url="http://$HOST:$(tr -dc 0-9 <"$PORTFILE")"
-        fi
-        if [ -n "$url" ] && answers "$url"; then
-            echo "export BROKER_TEST_PYOIDC_URL=$url"
-            return 0
-        fi
-        if ! running_pid >/dev/null; then
-            log "service exited during start-up; last lines of $LOG:"
-            tail -n 20 "$LOG" >&2 || true
-            exit 1
-        fi
-        sleep 0.1
-    done
-    log "service did not answer within 30 s; see $LOG"
-    exit 1
+    wait_until peer_answers
+    echo "export BROKER_TEST_PYOIDC_URL=$URL"
 }
 
 case "${1:-}" in
