@@ -3,13 +3,14 @@
 # and starts throwaway PostgreSQL (with PgBouncer in front of it),
 # Redis (single node and a 3-master cluster), a MongoDB-wire-protocol server, a
 # py-oidc-auth 2606.0.0 broker (the interop peer) and an OpenID Connect
-# provider (nanoidp) on 127.0.0.1, runs
+# provider (nanoidp) on 127.0.0.1, installs py-oidc-auth-client 2603.0.1
+# (the CLI the A28 test drives; nothing to start), runs
 # `cargo test --workspace`, then stops exactly the servers it started.
 # Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-servers=(postgres pgbouncer redis mongo pyoidc idp)
+servers=(postgres pgbouncer redis mongo pyoidc idp pyoidc-client)
 started=()
 stop_all() {
   for s in "${started[@]}"; do

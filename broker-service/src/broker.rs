@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use broker_core::vault::NewEntry;
 use broker_core::{Clock, TokenVault, UnixTime};
-use broker_issuer::{Issuer, Verified, VerifyError};
+use broker_issuer::{Federation, Issuer, Origin, Verified, Verifier, VerifyError};
 use secrecy::ExposeSecret as _;
 
 use crate::config::{BrokerConfig, SubjectMode, TokenResponse, UserInfo};
@@ -38,6 +38,8 @@ pub struct Broker {
     pub(crate) cfg: Arc<BrokerConfig>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) state_key: StateKey,
+    /// Our issuer and the trusted peers, when a federation is set.
+    pub(crate) verifier: Option<Verifier>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -78,7 +80,24 @@ impl Broker {
             cfg: Arc::new(cfg),
             clock,
             state_key,
+            verifier: None,
         })
+    }
+
+    /// Also accept the access tokens of `federation`'s peers on protected
+    /// routes (`verify`). A peer token is verified statelessly and carries
+    /// no `sid` here (its login lives at the peer), so `/logout`, `/revoke`
+    /// and `/userinfo` never touch a local login with it, and a
+    /// [`Verification::Stateful`] route refuses it. A peer with this
+    /// broker's own issuer is refused.
+    pub fn with_federation(mut self, federation: Federation) -> Result<Self, GrantError> {
+        self.verifier = Some(Verifier::new(self.issuer.clone(), Some(federation))?);
+        Ok(self)
+    }
+
+    /// The federation, if one is set.
+    pub fn federation(&self) -> Option<&Federation> {
+        self.verifier.as_ref().and_then(Verifier::federation)
     }
 
     /// The issuer (JWKS, key maintenance).
@@ -95,9 +114,22 @@ impl Broker {
         self.clock.now()
     }
 
-    /// Verify a bearer token of this broker.
+    /// Verify a bearer token of this broker, or of a trusted peer (see
+    /// [`Broker::with_federation`]).
     pub async fn verify(&self, bearer: &str, mode: Verification) -> Result<Verified, VerifyError> {
-        let verified = self.issuer.verify_own(bearer)?;
+        let verified = match &self.verifier {
+            Some(verifier) => verifier.verify(bearer).await?,
+            None => self.issuer.verify_own(bearer)?,
+        };
+        if let Origin::Peer { .. } = verified.origin {
+            if mode == Verification::Stateful {
+                // No local login to check: only our own tokens qualify.
+                return Err(VerifyError::UntrustedIssuer);
+            }
+            let mut verified = verified;
+            verified.claims.sid = None;
+            return Ok(verified);
+        }
         if mode == Verification::Stateful {
             let active = match verified.claims.sid.as_deref() {
                 Some(sid) => matches!(

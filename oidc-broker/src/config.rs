@@ -45,6 +45,36 @@ pub struct Config {
     pub access_ttl_secs: u64,
     /// The identity provider.
     pub idp: Option<IdpSection>,
+    /// Trusted peer brokers (py-oidc-auth's `trusted_issuers`).
+    pub federation: FederationSection,
+}
+
+/// `[federation]`: peer brokers whose access tokens this server accepts
+/// on its protected routes. They must share `audience`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationSection {
+    /// `[[federation.peers]]`. Env `OIDC_BROKER_PEERS`: issuers separated
+    /// by commas (py-oidc-auth peers, default JWKS path).
+    pub peers: Vec<PeerSection>,
+    /// Accept `http://` JWKS URLs on loopback addresses. Tests only.
+    pub allow_http_loopback: bool,
+}
+
+/// One `[[federation.peers]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSection {
+    /// The peer's exact `iss`.
+    pub issuer: String,
+    /// Its JWKS URL. Default: `issuer` + `/auth/v2/.well-known/jwks.json`
+    /// (py-oidc-auth's layout, and this server's).
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// The `typ` its tokens must carry: `"at+jwt"` for a peer running
+    /// oidc-broker; none (any) for py-oidc-auth peers, the default.
+    #[serde(default)]
+    pub require_typ: Option<String>,
 }
 
 /// `[idp]`: the identity provider. The client secret comes from
@@ -76,6 +106,7 @@ impl std::fmt::Debug for Config {
             .field("legacy_pkce_in_state", &self.legacy_pkce_in_state)
             .field("access_ttl_secs", &self.access_ttl_secs)
             .field("idp", &self.idp)
+            .field("federation", &self.federation)
             .finish()
     }
 }
@@ -97,6 +128,7 @@ impl Default for Config {
             legacy_pkce_in_state: true,
             access_ttl_secs: 900,
             idp: None,
+            federation: FederationSection::default(),
         }
     }
 }
@@ -135,6 +167,18 @@ impl Config {
         }
         if let Some(v) = var("STORE_URL") {
             cfg.store_url = v;
+        }
+        if let Some(v) = var("PEERS") {
+            cfg.federation.peers = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|issuer| PeerSection {
+                    issuer: issuer.to_owned(),
+                    jwks_uri: None,
+                    require_typ: None,
+                })
+                .collect();
         }
         match (var("IDP_ISSUER"), var("IDP_CLIENT_ID"), cfg.idp.as_mut()) {
             (None, None, _) => {}

@@ -13,7 +13,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use broker_axum::{RoutePaths, router_at};
 use broker_core::{BrokerStore, KeyConfig, KeySource, Namespace, SystemClock, TokenVault};
-use broker_issuer::IssuerConfig;
+use broker_issuer::federation::DEFAULT_REFRESH_EVERY;
+use broker_issuer::{Federation, FederationOptions, IssuerConfig, PeerConfig, PeerHttp};
 use broker_service::{Broker, BrokerConfig, IdpConfig};
 use secrecy::SecretString;
 
@@ -97,7 +98,48 @@ pub async fn open_broker(
     broker_cfg.legacy_pkce_in_state = cfg.legacy_pkce_in_state;
     let http = broker_service::idp::http_client()
         .map_err(|e| ServerError::Config(format!("HTTP client: {e}")))?;
-    Ok(Broker::open(vault, broker_cfg, http, Arc::new(SystemClock)).await?)
+    let clock: Arc<dyn broker_core::Clock> = Arc::new(SystemClock);
+    let broker = Broker::open(Arc::clone(&vault), broker_cfg, http, Arc::clone(&clock)).await?;
+    if cfg.federation.peers.is_empty() {
+        return Ok(broker);
+    }
+    let federation = open_federation(cfg, vault, clock).await?;
+    Ok(broker.with_federation(federation)?)
+}
+
+/// The federation of `cfg`'s peers, refreshing their keys in the
+/// background every 15 minutes (and on an unknown kid).
+async fn open_federation(
+    cfg: &Config,
+    vault: Arc<TokenVault>,
+    clock: Arc<dyn broker_core::Clock>,
+) -> Result<Federation, ServerError> {
+    let peers = cfg
+        .federation
+        .peers
+        .iter()
+        .map(|p| {
+            let mut peer = PeerConfig::new(p.issuer.clone());
+            if let Some(uri) = &p.jwks_uri {
+                peer.jwks_uri.clone_from(uri);
+            }
+            peer.require_typ.clone_from(&p.require_typ);
+            peer
+        })
+        .collect();
+    let mut options = FederationOptions::new([cfg.audience.clone()]);
+    options.allow_http_loopback = cfg.federation.allow_http_loopback;
+    let http =
+        PeerHttp::new().map_err(|e| ServerError::Config(format!("peer HTTP client: {e}")))?;
+    let federation = Federation::open(vault, peers, http, clock, options)
+        .await
+        .map_err(|e| ServerError::Config(format!("federation: {e}")))?;
+    let _refresher = federation.spawn_refresher(DEFAULT_REFRESH_EVERY);
+    tracing::info!(
+        peers = cfg.federation.peers.len(),
+        "federation: accepting the access tokens of trusted peers"
+    );
+    Ok(federation)
 }
 
 /// The whole application: `GET /health` and the broker's routes under the

@@ -1,4 +1,4 @@
-//! The server's settings (file, then environment) and its health route.
+//! The settings (file, then environment) and the health route, in process.
 
 use std::io::Write as _;
 
