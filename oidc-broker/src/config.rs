@@ -61,8 +61,9 @@ pub struct FederationSection {
     pub allow_http_loopback: bool,
 }
 
-/// One `[[federation.peers]]` entry.
-#[derive(Debug, Clone, Deserialize)]
+/// One `[[federation.peers]]` entry. `Debug` shows whether a JWKS URL is
+/// set, not the URL (it may carry credentials).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerSection {
     /// The peer's exact `iss`.
@@ -89,6 +90,16 @@ pub struct IdpSection {
     /// Scopes asked for (`openid` is always added). Default `profile email`.
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for PeerSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerSection")
+            .field("issuer", &self.issuer)
+            .field("jwks_uri_set", &self.jwks_uri.is_some())
+            .field("require_typ", &self.require_typ)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for Config {
