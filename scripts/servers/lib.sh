@@ -61,3 +61,41 @@ wait_until() {
     log "server did not answer within 30 s; see $LOG"
     exit 1
 }
+
+# True if the venv $1 holds exactly the `==` pins of the requirements file
+# $2 and `import $3` works.
+pins_installed() {
+    [ -x "$1/bin/python" ] &&
+        "$1/bin/python" - "$2" "$3" >/dev/null 2>&1 <<'PY'
+import importlib, sys
+from importlib.metadata import version
+for line in open(sys.argv[1]):
+    pin = line.split("#")[0].strip()
+    if pin:
+        name, want = pin.split("==")
+        assert version(name) == want, pin
+importlib.import_module(sys.argv[2])
+PY
+}
+
+# Makes the venv $1 hold the pins of $2 (idempotent): installed with
+# --no-deps, so nothing resolves at install time, then `pip check`ed;
+# `import $3` must work afterwards.
+install_pinned() {
+    local venv="$1" requirements="$2" module="$3"
+    if pins_installed "$venv" "$requirements" "$module"; then
+        return 0
+    fi
+    mkdir -p "$(dirname "$venv")"
+    if [ ! -x "$venv/bin/python" ]; then
+        python3 -m venv "$venv" >&2
+    fi
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps \
+        --requirement "$requirements" >&2
+    "$venv/bin/pip" check --disable-pip-version-check >&2 ||
+        { log "the pinned set is inconsistent: $requirements"; exit 1; }
+    if ! pins_installed "$venv" "$requirements" "$module"; then
+        log "installed in $venv, but \`import $module\` fails there"
+        exit 1
+    fi
+}

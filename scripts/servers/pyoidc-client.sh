@@ -21,36 +21,14 @@ VENV="$STATE/venv"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REQUIREMENTS="$HERE/pyoidc-client-requirements.txt"
 
-log() { echo "pyoidc-client.sh: $*" >&2; }
-
-installed() {
-    [ -x "$VENV/bin/oidc-auth" ] &&
-        "$VENV/bin/python" - "$REQUIREMENTS" >/dev/null 2>&1 <<'PY'
-import sys
-from importlib.metadata import version
-for line in open(sys.argv[1]):
-    pin = line.split("#")[0].strip()
-    if pin:
-        name, want = pin.split("==")
-        assert version(name) == want, pin
-import py_oidc_auth_client.__main__  # the CLI imports
-PY
-}
+NAME=pyoidc-client.sh
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 
 install() {
-    if installed; then
-        return 0
-    fi
-    mkdir -p "$STATE"
-    if [ ! -x "$VENV/bin/python" ]; then
-        python3 -m venv "$VENV" >&2
-    fi
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps \
-        --requirement "$REQUIREMENTS" >&2
-    "$VENV/bin/pip" check --disable-pip-version-check >&2 \
-        || { log "the pinned set is inconsistent: $REQUIREMENTS"; exit 1; }
-    if ! installed; then
-        log "py-oidc-auth-client installed in $VENV but its CLI does not import"
+    install_pinned "$VENV" "$REQUIREMENTS" py_oidc_auth_client.__main__
+    if [ ! -x "$VENV/bin/oidc-auth" ]; then
+        log "py-oidc-auth-client installed in $VENV but has no oidc-auth command"
         exit 1
     fi
 }

@@ -36,36 +36,9 @@ PID_MATCH=pyoidc_peer.py
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
 
-installed() {
-    [ -x "$VENV/bin/python" ] &&
-        "$VENV/bin/python" - "$REQUIREMENTS" >/dev/null 2>&1 <<'EOF'
-import sys
-from importlib.metadata import version
-for line in open(sys.argv[1]):
-    pin = line.split("#")[0].strip()
-    if pin:
-        name, want = pin.split("==")
-        assert version(name) == want, pin
-import py_oidc_auth.broker.issuer  # fails without greenlet
-EOF
-}
-
 install() {
-    if installed; then
-        return 0
-    fi
-    mkdir -p "$STATE"
-    if [ ! -x "$VENV/bin/python" ]; then
-        python3 -m venv "$VENV" >&2
-    fi
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps \
-        --requirement "$REQUIREMENTS" >&2
-    "$VENV/bin/pip" check --disable-pip-version-check >&2 \
-        || { log "the pinned set is inconsistent: $REQUIREMENTS"; exit 1; }
-    if ! installed; then
-        log "py-oidc-auth installed in $VENV but does not import; see: $VENV/bin/python -c 'import py_oidc_auth.broker.issuer'"
-        exit 1
-    fi
+    # py-oidc-auth's issuer module fails to import without greenlet.
+    install_pinned "$VENV" "$REQUIREMENTS" py_oidc_auth.broker.issuer
 }
 
 answers() {
