@@ -31,4 +31,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/python" -c 'import py_oidc_auth.broker.store, asyncpg, pymongo' >&2
   echo "$want" >"$stamp"
 fi
+# `--refresh` first: py-oidc-auth's refresh path against an IdP instead
+# (scripts/py-oidc-auth/refresh_bench.py, run by scripts/bench-refresh.sh).
+if [ "${1:-}" = "--refresh" ]; then
+  shift
+  exec "$VENV/bin/python" "$ROOT/scripts/py-oidc-auth/refresh_bench.py" "$@"
+fi
 exec "$VENV/bin/python" "$ROOT/scripts/py-oidc-auth/bench.py" "$@"
