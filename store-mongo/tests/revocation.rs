@@ -238,21 +238,12 @@ async fn a_session_an_interrupted_save_left_stays_hidden_past_the_keep_time() {
         .await
         .unwrap();
     assert_gone(&store, "left-behind", "while the marker is kept").await;
-    // take deleted it; plant it again for the time after the keep time.
-    store
-        .database()
-        .collection::<Document>(&sessions)
-        .insert_one(doc! {
-            "_id": "left-behind", "sub": "bob",
-            "expires_at": DateTime::from_millis((t + 7200) * 1000),
-            "expires_at_secs": t + 7200,
-            "auth_time": t - 5,
-            "saved_at": t + 1,
-            "sealed": Binary { subtype: BinarySubtype::Generic, bytes: vec![1, 2, 3] },
-            "pending": ObjectId::new(),
-        })
-        .await
-        .unwrap();
+    // take did not remove it: a pending session is nobody's to take.
+    assert_eq!(
+        raw(&store, 0).await.len(),
+        1,
+        "the pending session is stored"
+    );
     clock.advance(20);
     assert_eq!(
         store.get_session("left-behind").await.unwrap(),
