@@ -98,7 +98,11 @@ impl RedisStore<ReconnectingCluster> {
         let conn = ReconnectingCluster::connect(client)
             .await
             .map_err(|e| map_err("connect", e))?;
-        Ok(Self::new(conn))
+        // Built without `read_from_replicas`: every command goes to a
+        // primary, so a get is a plain `HMGET`.
+        let mut store = Self::new(conn);
+        store.reads_on_primary = true;
+        Ok(store)
     }
 }
 

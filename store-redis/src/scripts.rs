@@ -72,15 +72,17 @@ end
 "#;
 
 /// `store(session, lex, exp, member, now, sub, exp_at, auth_time, sealed)`
-/// writes (or, if already expired, deletes) a session's hash and its
+/// writes (or, if already expired, deletes) a session's hash (`HSET` of
+/// all four fields: a hash of format 3 has no others) and its
 /// bucket index entries (`exp_at` and `auth_time` as the client's decimal
 /// strings); `drop(session, lex, exp, member)` removes them.
 const STORE_FN: &str = r#"
 local function store(session, lex, exp, member, now, sub, exp_at, auth_time, sealed)
-  redis.call('DEL', session)
   if tonumber(exp_at) > now then
     redis.call('HSET', session, 'sub', sub, 'expires_at', exp_at, 'auth_time', auth_time, 'sealed', sealed)
     redis.call('EXPIREAT', session, exp_at)
+  else
+    redis.call('DEL', session)
   end
   redis.call('ZADD', lex, 0, member)
   redis.call('ZADD', exp, exp_at, member)
@@ -201,23 +203,28 @@ return 1
     )
 });
 
-/// Atomically remove and return a live session (its [`FIELDS`]), leaving
-/// it under this call's receipt so that a re-sent copy of the call returns
-/// it too (an unreadable session is returned untouched: the caller
-/// reports it). Returns an empty array if there is none.
-/// KEYS: session, scan index, expiry index, receipt. ARGV: now, member, receipt ms.
+/// Atomically remove and return a live session (its [`FIELDS`]; an
+/// absent one gives all `false`, an unreadable one is returned untouched:
+/// the caller reports it). With a receipt key (Redis Cluster, where
+/// redis-rs may re-send the call) the session is left under it, so that a
+/// re-sent copy of the call returns it too; without one (one server: the
+/// client never re-sends) it is deleted.
+/// KEYS: session, scan index, expiry index[, receipt]. ARGV: now, member, receipt ms.
 pub(crate) static TAKE: LazyLock<Script> = LazyLock::new(|| {
     script(
         &[FIELDS],
         r#"
-if redis.call('EXISTS', KEYS[4]) == 1 then return fields(KEYS[4]) end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then return fields(KEYS[4]) end
 local f = fields(KEYS[1])
 local e = tonumber(f[2])
 if not e then return f end
 if e <= tonumber(ARGV[1]) then return {} end
-redis.call('RENAME', KEYS[1], KEYS[4])
-redis.call('PEXPIRE', KEYS[4], ARGV[3])
+if KEYS[4] then
+  redis.call('RENAME', KEYS[1], KEYS[4])
+  redis.call('PEXPIRE', KEYS[4], ARGV[3])
+else
+  redis.call('DEL', KEYS[1])
+end
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('ZREM', KEYS[3], ARGV[2])
 return f
@@ -226,19 +233,20 @@ return f
 });
 
 /// Remove a session (live or expired) and its bucket index entries.
-/// KEYS: session, scan index, expiry index, receipt. ARGV: member, receipt ms.
+/// KEYS: session, scan index, expiry index[, receipt (Redis Cluster)].
+/// ARGV: member, receipt ms.
 /// Returns 1 if it was stored (even if natively expired) or this call's
 /// earlier run removed it, else 0.
 pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
     script(
         &[],
         r#"
-if redis.call('EXISTS', KEYS[4]) == 1 then return 1 end
+if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then return 1 end
 local n = redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 n = n + redis.call('ZREM', KEYS[3], ARGV[1])
 if n == 0 then return 0 end
-redis.call('SET', KEYS[4], '1', 'PX', ARGV[2])
+if KEYS[4] then redis.call('SET', KEYS[4], '1', 'PX', ARGV[2]) end
 return 1
 "#,
     )
@@ -246,17 +254,17 @@ return 1
 
 /// Replace a session's `sealed` field if it equals the expected one,
 /// keeping every other field and the expiry.
-/// KEYS: session, receipt. ARGV: expected, new, receipt ms.
+/// KEYS: session[, receipt (Redis Cluster)]. ARGV: expected, new, receipt ms.
 /// Returns 1 if replaced (now or by this call's earlier run).
 pub(crate) static REPLACE_BLOB: LazyLock<Script> = LazyLock::new(|| {
     script(
         &[],
         r#"
-if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
+if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
 local f = redis.call('HMGET', KEYS[1], 'expires_at', 'sealed')
 if not tonumber(f[1]) or f[2] ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'sealed', ARGV[2])
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+if KEYS[2] then redis.call('SET', KEYS[2], '1', 'PX', ARGV[3]) end
 return 1
 "#,
     )

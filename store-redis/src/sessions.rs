@@ -48,7 +48,8 @@ where
     /// revoke finds every stored session), then the session's slot.
     async fn write(&self, op: &'static str, s: &SessionRecord, create: bool) -> Result<Saved> {
         let k = self.keys.session(&s.jti);
-        let token = token();
+        // Only a create reads its token back (from its create receipt).
+        let token = if create { token() } else { String::new() };
         let [sub, expires_at, auth_time, sealed] = format::encode_session(s);
         let now = self.clock.now();
         let create = if create { "1" } else { "0" };
@@ -119,9 +120,9 @@ where
         const OP: &str = "get_session";
         let now = self.clock.now();
         let k = self.keys.session(jti);
-        // On a cluster through the READ script: redis-rs sends scripts to
-        // the primary, even on a handle reading from replicas.
-        let fields: Vec<Option<Vec<u8>>> = if self.single() {
+        // On a cluster whose connection may read from replicas through the
+        // READ script: redis-rs sends scripts to the primary.
+        let fields: Vec<Option<Vec<u8>>> = if self.single() || self.reads_on_primary {
             self.cmd(OP, redis::cmd("HMGET").arg(&k.session).arg(&SESSION_FIELDS))
                 .await?
         } else {
@@ -130,22 +131,18 @@ where
         live(OP, jti, fields, now)
     }
 
-    /// Atomic (one script), and a re-sent copy of the call returns the
-    /// session too (the script leaves it under this call's receipt).
+    /// Atomic (one script). On a cluster a re-sent copy of the call returns
+    /// the session too (the script leaves it under this call's receipt).
     pub(crate) async fn take(&self, jti: &str) -> Result<Option<SessionRecord>> {
         const OP: &str = "take_session";
         let now = self.clock.now();
         let k = self.keys.session(jti);
-        let fields: Vec<Option<Vec<u8>>> = self
-            .run(
-                OP,
-                k.on(&scripts::TAKE)
-                    .key(self.keys.receipt(&k, &token()))
-                    .arg(now)
-                    .arg(&k.member)
-                    .arg(receipt_ms()),
-            )
-            .await?;
+        let mut inv = k.on(&scripts::TAKE);
+        if self.receipts() {
+            inv.key(self.keys.receipt(&k, &token()));
+        }
+        inv.arg(now).arg(&k.member).arg(receipt_ms());
+        let fields: Vec<Option<Vec<u8>>> = self.run(OP, &inv).await?;
         live(OP, jti, fields, now)
     }
 
@@ -154,15 +151,12 @@ where
     pub(crate) async fn delete(&self, jti: &str) -> Result<bool> {
         const OP: &str = "delete_session";
         let k = self.keys.session(jti);
-        let n: i64 = self
-            .run(
-                OP,
-                k.on(&scripts::DELETE)
-                    .key(self.keys.receipt(&k, &token()))
-                    .arg(&k.member)
-                    .arg(receipt_ms()),
-            )
-            .await?;
+        let mut inv = k.on(&scripts::DELETE);
+        if self.receipts() {
+            inv.key(self.keys.receipt(&k, &token()));
+        }
+        inv.arg(&k.member).arg(receipt_ms());
+        let n: i64 = self.run(OP, &inv).await?;
         Ok(n > 0)
     }
 
@@ -174,17 +168,12 @@ where
     ) -> Result<bool> {
         const OP: &str = "replace_session_blob";
         let k = self.keys.session(jti);
-        let n: i64 = self
-            .run(
-                OP,
-                scripts::REPLACE_BLOB
-                    .key(&k.session)
-                    .key(self.keys.receipt(&k, &token()))
-                    .arg(expected)
-                    .arg(sealed)
-                    .arg(receipt_ms()),
-            )
-            .await?;
+        let mut inv = scripts::REPLACE_BLOB.key(&k.session);
+        if self.receipts() {
+            inv.key(self.keys.receipt(&k, &token()));
+        }
+        inv.arg(expected).arg(sealed).arg(receipt_ms());
+        let n: i64 = self.run(OP, &inv).await?;
         Ok(n == 1)
     }
 

@@ -384,3 +384,74 @@ async fn both_paths_find_the_subject_keys_of_hostile_subjects() {
         }
     }
 }
+
+/// Why `Topology::SingleNode` stays: on one server, the same saves and
+/// takes timed side by side (interleaved in rounds, 32 at a time) through
+/// both paths. A measurement, not a check (timings on a shared machine
+/// flake): `cargo test -p store-redis --test topology --
+/// --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run by hand"]
+async fn single_node_path_vs_cluster_safe_path_timed() {
+    let Some(topology) = Topology::single().await else {
+        return;
+    };
+    let raw = Raw::open(&topology).await;
+    let ns = Namespace::random("rb").expect("ns");
+    let (conn, _) = raw.counting();
+    let safe = Arc::new(RedisStore::new(conn).with_namespace(ns.clone()));
+    safe.setup().await.expect("setup");
+    let (conn, _) = raw.counting();
+    let single = Arc::new(
+        RedisStore::new(conn)
+            .with_namespace(ns.clone())
+            .with_topology(Mode::SingleNode),
+    );
+    single.setup().await.expect("setup");
+    const N: usize = 4000;
+    async fn run(
+        store: Arc<RedisStore<Counting<Raw>>>,
+        prefix: String,
+        take: bool,
+    ) -> std::time::Duration {
+        let started = std::time::Instant::now();
+        let tasks: Vec<_> = (0..32)
+            .map(|t| {
+                let (store, prefix) = (Arc::clone(&store), prefix.clone());
+                tokio::spawn(async move {
+                    for i in (t..N).step_by(32) {
+                        let jti = format!("{prefix}-{i}");
+                        if take {
+                            store.take_session(&jti).await.expect("take");
+                        } else {
+                            let s = session(&jti, &format!("u{}", i % 97), unix_now() - 5);
+                            store.save_session(&s).await.expect("save");
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
+        }
+        started.elapsed()
+    }
+    let (mut s_save, mut c_save, mut s_take, mut c_take) = Default::default();
+    for round in 0..4 {
+        let (a, b) = (format!("s{round}"), format!("c{round}"));
+        s_save += run(Arc::clone(&single), a.clone(), false).await;
+        c_save += run(Arc::clone(&safe), b.clone(), false).await;
+        c_take += run(Arc::clone(&safe), b, true).await;
+        s_take += run(Arc::clone(&single), a, true).await;
+    }
+    let rate = |d: std::time::Duration| (4 * N) as f64 / d.as_secs_f64();
+    eprintln!(
+        "one server, c32: save {:.0}/s single-node vs {:.0}/s cluster-safe; \
+         take {:.0}/s vs {:.0}/s",
+        rate(s_save),
+        rate(c_save),
+        rate(s_take),
+        rate(c_take)
+    );
+    topology.teardown(&ns).await.expect("teardown");
+}
