@@ -14,49 +14,55 @@ const WHY: [(&str, &str); 5] = [
         "sled",
         "A save is up to three inserts (the two index entries first, then the session) and a \
          flush; a take or delete reads the session, removes it and its two index entries and \
-         flushes; raw is one insert or remove and a flush. (Until this round every store write \
-         was a sled transaction over three trees, which costs sled a second log write and sync \
-         and a process-wide lock: 0.21–0.75× then.) A get decodes the record into an owned \
-         `SessionRecord` — a 1.2 KB copy and three allocations — where raw hands back sled's \
-         reference-counted buffer; the revocation-marker lookup is skipped while the namespace \
-         holds no marker. Closing the rest needs a borrowed record type in the trait.",
+         flushes; raw is one insert or remove and a flush. A get decodes the record into an \
+         owned `SessionRecord` (a 1.2 KB copy and three allocations) where raw hands back \
+         sled's reference-counted buffer; the revocation-marker lookup is skipped while the \
+         namespace holds no marker. Closing the rest of get needs the trait's record to hold \
+         sled's buffer (e.g. `bytes::Bytes` for `SessionRecord::sealed`), a workspace-wide \
+         change not made yet.",
     ),
     (
         "postgres",
-        "Our statements do more than the raw ones by design: get and take carry the `NOT \
-         EXISTS` revocation check (contract rule 10: a revoked subject's session is never \
-         returned), a second index probe per call; save and delete also maintain the \
-         `expires_at` and `sub` indexes (purge and revoke-by-subject need them) that the raw \
-         table does not have.",
+        "Since issue 15 every operation, get included, is one short transaction: `BEGIN \
+         ISOLATION LEVEL READ COMMITTED; SET LOCAL statement_timeout …` in one message, then \
+         the statement, then `COMMIT` — three round trips where raw makes one, which puts the \
+         ratios near 1/2 wherever the round trip dominates. The transaction pins READ \
+         COMMITTED (concurrent takers on a pool whose default is SERIALIZABLE would otherwise \
+         fail with 40001) and makes the server cancel a call the client gave up on, so it \
+         never commits later. A get needs neither (it writes nothing) and can be one statement; \
+         a take needs both, in one round trip, which the next round has to design. The \
+         statements also carry the `NOT EXISTS` revocation check and maintain the `expires_at` \
+         and `sub` indexes the raw table does not have.",
     ),
     (
         "redis",
-        "On a single node every operation is one script, so one round trip like raw, but the \
-         server runs more: a save is the session SET plus three sorted-set updates, a get also \
-         reads its subject's revocation marker (server CPU per call from `INFO commandstats` on \
-         2026-11-23: ≈35 µs per save script against ≈2.5 µs per raw SET, ≈6–8 µs per get script \
-         against 0.2–0.5 µs per raw GET). At c1 the round trip dominates and the ratios are \
-         close to the targets; at c32 the server's CPU, on the same 2 cores as the client, is \
-         the limit. Writes are also fsynced (`appendfsync always`).",
+        "get is one `HMGET` of the session's four fields, as raw is one `GET`, but decoding four \
+         bulk replies into a `SessionRecord` costs the client more CPU than raw's one buffer, \
+         and at c32 the client, the server and 32 tasks share 2 cores. take, delete and save \
+         are one Lua script each: take also unindexes the session (two sorted sets), a save \
+         reads the subject's marker, indexes the session under its subject and in two sorted \
+         sets, and writes the hash, where raw runs one `GETDEL` or `SET`; every write is \
+         fsynced (`appendfsync always`). At c1 the round trip dominates and the ratios are \
+         close to the targets; at c32 the server's CPU per script is the limit.",
     ),
     (
         "redis-cluster",
-        "The subject index and the revocation marker live in the subject's hash slot, usually \
-         on another node than the session, so no script can cover both: get, save and delete \
-         stay two round trips, take two requests (the take script, then one script that \
-         unindexes and reads the marker) — ratios near 1/2.",
+        "get is one `HMGET` on the session's primary (the connection `connect_cluster` makes \
+         never reads from replicas). Saves stay two scripts in two slots (the subject's index \
+         and marker, then the session's), and take, delete and compare-and-set leave retry \
+         receipts, because redis-rs re-sends requests on a cluster.",
     ),
     (
         "mongodb",
-        "get and take read the session and its subject's revocation marker in one `aggregate` \
-         (`$match` + `$lookup`), against one `find_one`; take then `find_one_and_delete`s with \
-         the same filter (two round trips). Save and delete are one call each, like raw, but the \
-         session collection carries the `expires_at` (TTL) and `sub` indexes. The server here is \
-         the project's MongoDB wire-compatible dev server (SecantusDB, Python), not mongod: its \
-         `find_one_and_delete` grows with the collection (take ≈150 ms at 10 000 documents, raw \
-         and ours alike), and it dropped connections under 32 concurrent preload writers (hence \
-         `--preload-concurrency 4` and 1 000 ops), so these figures say little about MongoDB \
-         itself.",
+        "get is one `find_one` and take one `find_one_and_delete`, like raw, but filtered on \
+         expiry and on the session being settled (a save writes it pending, checks the \
+         subject's marker, then settles it: three round trips against raw's one upsert). The \
+         session collection also carries the `expires_at` (TTL) and `sub` indexes. The \
+         server here is the project's MongoDB wire-compatible dev server (SecantusDB, Python), \
+         not mongod: its `find_one_and_delete` grows with the collection (≈150 ms at 10 000 \
+         documents, raw and ours alike) and it dropped connections under 32 concurrent preload \
+         writers (hence `--preload-concurrency 4` and 1 000 ops), so these figures say little \
+         about MongoDB itself.",
     ),
 ];
 
