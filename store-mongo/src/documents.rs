@@ -2,7 +2,6 @@
 //! decides whether a revocation marker hides a session.
 
 use broker_core::{Corruption, Result, Revocation, SessionRecord, StoreError, UnixTime};
-use mongodb::bson::oid::ObjectId;
 use mongodb::bson::spec::BinarySubtype;
 use mongodb::bson::{Binary, DateTime, Document, doc};
 use serde::{Deserialize, Serialize};
@@ -24,14 +23,6 @@ pub(crate) struct SessionDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) saved_at: Option<i64>,
     pub(crate) sealed: Binary,
-    /// Set while the save or create that wrote this document has not yet
-    /// checked the subject's revocation marker (a token of that write).
-    /// get, take and scan never return a pending document; the write
-    /// removes the field once the marker allows the session, or deletes
-    /// the document if the marker hides it. A write that never gets there
-    /// leaves it pending (invisible) until it expires.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) pending: Option<ObjectId>,
 }
 
 /// A revocation marker in `<ns>_revocations`.
@@ -85,19 +76,8 @@ pub(crate) fn live_filter(jti: &str, now: UnixTime) -> Document {
     doc! { "_id": jti, "expires_at": { "$gt": date(now) } }
 }
 
-/// Filter: a session of `jti` that has not expired at `now` and whose
-/// write is settled (not [`SessionDoc::pending`]): what get and take may
-/// return, with no marker lookup (a settled session is one its marker
-/// allowed, and a later revocation deletes it).
-pub(crate) fn visible_filter(jti: &str, now: UnixTime) -> Document {
-    let mut filter = live_filter(jti, now);
-    filter.insert("pending", doc! { "$exists": false });
-    filter
-}
-
 impl SessionDoc {
-    /// The document for `s`, written by an operation that started at `now`,
-    /// pending (with a fresh token) until that operation settles it.
+    /// The document for `s`, written by an operation that started at `now`.
     pub(crate) fn from_record(s: &SessionRecord, now: UnixTime) -> Self {
         Self {
             jti: s.jti.clone(),
@@ -107,7 +87,6 @@ impl SessionDoc {
             auth_time: s.auth_time,
             saved_at: Some(now),
             sealed: binary(&s.sealed),
-            pending: Some(ObjectId::new()),
         }
     }
 

@@ -157,3 +157,8 @@ pub(crate) fn map(op: &'static str, e: Error) -> StoreError {
         StoreError::backend(op, described)
     }
 }
+
+/// The error for a stored document of the wrong shape.
+pub(crate) fn malformed(op: &'static str) -> StoreError {
+    StoreError::corrupt(op, Corruption::Malformed("stored document"))
+}

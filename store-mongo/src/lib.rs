@@ -12,7 +12,7 @@
 //!
 //! | collection | `_id` | fields |
 //! |---|---|---|
-//! | `ns_sessions` | jti | `sub`, `expires_at` (BSON date, TTL index), `expires_at_secs`, `auth_time`, `saved_at`, `sealed` (binary), `pending` (while a write settles); index on `sub` |
+//! | `ns_sessions` | jti | `sub`, `expires_at` (BSON date, TTL index), `expires_at_secs`, `auth_time`, `saved_at`, `sealed` (binary); index on `sub` |
 //! | `ns_revocations` | sub | `revoked_at`, `keep_until`, `forgotten_at` (set by purge); no TTL |
 //! | `ns_records` | name | `value` (binary) |
 //! | `ns_peers` | issuer | `jwks` (the JSON text, as a string), `fetched_at` |
@@ -33,38 +33,33 @@
 //!
 //! # Semantics
 //!
-//! get = one `find_one`, take = one `find_one_and_delete`, both filtered
-//! on expiry and on "settled" (no `pending` field; see below), with no
-//! marker lookup; create-session = one `replace_one` upsert filtered on
-//! "expired", so a live session makes it fail with duplicate key 11000 →
+//! take = `find_one_and_delete` filtered on expiry, then the subject's
+//! marker; create-session = one `replace_one` upsert filtered on "expired",
+//! so a live session makes it fail with duplicate key 11000 →
 //! [`StoreError::Conflict`]; create-once records = `find_one_and_update`
 //! upsert with `$setOnInsert`; compare-and-set = `update_one` filtered on
-//! the old bytes; scans page by `_id`.
+//! the old bytes; scans page by `_id`. get is one round trip (`$match` +
+//! `$lookup` of the marker), take two.
 //!
 //! # Revocation never wears off
 //!
 //! Without transactions a write cannot check the marker atomically, so
 //! ordering does it. revoke upserts the marker (`$max`), *then* deletes the
-//! subject's sessions; save/create write the session *pending* (a token of
-//! the write in `pending`), *then* read the marker and delete that session
-//! again if the marker hides it, or else settle it (unset `pending`, if the
-//! token is still theirs). Either the save's read sees the marker or the
-//! revoke's delete sees the session, so a settled session is one no marker
-//! hides, and get and take return only settled ones: a session left by an
-//! interrupted save stays pending, never returned, until it expires. While
-//! a save replaces a session, a get of that `jti` finds none. A marker
-//! hides `auth_time <= revoked_at` while kept, and after its keep time
-//! still every session saved while it was kept (`saved_at < keep_until`).
-//! Markers go only through `purge_expired`: it deletes the sessions each
-//! marker hides, then marks markers past their keep time forgotten (not
-//! counted, listed or merged into any more), and deletes them
-//! [`FORGOTTEN_MARKER_GRACE`] (10 min) later, so a save settling (bounded,
-//! like scans, by [`MAX_CHECKED_READ`], 60 s) still finds them. `setup`
+//! subject's sessions; save/create write the session, *then* read the
+//! marker and delete that session again if the marker hides it. Either the
+//! save's read sees the marker or the revoke's delete sees the session.
+//! Reads and take (which removes first, then checks) hide by marker
+//! meanwhile. A marker hides `auth_time <= revoked_at` while kept, and
+//! after its keep time still every session saved while it was kept
+//! (`saved_at < keep_until`), so a session left by an interrupted save
+//! never becomes visible. Markers go only through `purge_expired`: it
+//! deletes the sessions each marker hides, then marks markers past their
+//! keep time forgotten (not counted, listed or merged into any more), and
+//! deletes them [`FORGOTTEN_MARKER_GRACE`] (10 min) later, so a read in
+//! flight (bounded by [`MAX_CHECKED_READ`], 60 s) still finds them. `setup`
 //! drops the markers' TTL index of older versions (it let the server forget
-//! markers while hidden sessions stayed) and deletes the sessions markers
-//! hide (older versions left them settled and hid them on read). Upgrade
-//! every worker together: an older one writes sessions settled without
-//! checking first, and a newer one's reads no longer look markers up.
+//! markers while hidden sessions stayed). Upgrade every worker together: an
+//! older one neither checks after saving nor writes `saved_at`.
 //!
 //! # Time
 //!
@@ -187,13 +182,11 @@ pub use broker_core::backend::DEFAULT_OPERATION_TIMEOUT;
 /// before it closes the client at once.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// The longest an operation that checks sessions against their revocation
-/// markers (save and create, which settle against the marker after
-/// writing; scan, which reads sessions and markers at different moments)
-/// may take, even with no operation timeout; it fails as timed out after
-/// that (a save cut short leaves its session pending: never returned). Far
-/// below [`FORGOTTEN_MARKER_GRACE`], so the marker it needs is still
-/// stored when it reads it.
+/// The longest a read that checks sessions against their revocation
+/// markers (get, take, scan: the session and its marker are read at
+/// different moments) may take, even with no operation timeout; it fails
+/// as unavailable after that. Far below [`FORGOTTEN_MARKER_GRACE`], so the
+/// marker it needs is still stored when it reads it.
 pub const MAX_CHECKED_READ: Duration = Duration::from_secs(60);
 
 /// How many expired sessions, or revocation markers, [`BrokerStore::purge_expired`]
@@ -521,15 +514,11 @@ impl StoreBackend for MongoStore {
     }
 
     async fn create_session(&self, session: &SessionRecord) -> Result<()> {
-        // Bounded like a checked read: the write settles against the marker
-        // (see `sessions.rs`) well within the forgotten markers' grace.
-        self.checked("create_session", sessions::create(self, session))
-            .await
+        sessions::create(self, session).await
     }
 
     async fn save_session(&self, session: &SessionRecord) -> Result<()> {
-        self.checked("save_session", sessions::save(self, session))
-            .await
+        sessions::save(self, session).await
     }
 
     async fn get_session(&self, jti: &str) -> Result<Option<SessionRecord>> {

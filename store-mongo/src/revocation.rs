@@ -6,9 +6,8 @@
 //! sets `forgotten_at` (from then on the marker is neither counted nor
 //! listed, and hides only sessions saved while it was kept, which purge has
 //! just deleted), and deletes the document itself
-//! [`FORGOTTEN_MARKER_GRACE`] later, so a save that wrote a session just
-//! before purge deleted the hidden ones still finds the marker when it
-//! settles.
+//! [`FORGOTTEN_MARKER_GRACE`] later, so a read that found a session just
+//! before purge deleted it still finds the marker that hides it.
 
 use std::time::Duration;
 
@@ -20,16 +19,16 @@ use crate::documents::{MarkerDoc, date};
 use crate::{MongoStore, PURGE_BATCH, error};
 
 /// How long purge keeps a forgotten marker stored (not counted, not listed)
-/// before deleting it. Operations that check a session against its marker
-/// (save and create when they settle, scan) finish well within this: each
-/// is bounded by [`crate::MAX_CHECKED_READ`]. Clock skew between workers that purge eats
+/// before deleting it. Reads that check a session against its marker
+/// (get, take, scan) finish well within this: each is bounded by
+/// [`crate::MAX_CHECKED_READ`]. Clock skew between workers that purge eats
 /// into the margin.
 pub const FORGOTTEN_MARKER_GRACE: Duration = Duration::from_secs(600);
 
 /// Delete every session of the subject and remember the revocation. The
 /// marker is written first and the sessions are deleted after it, so a
-/// session saved meanwhile is either seen by the deletion (pending or
-/// settled) or finds the marker when it settles (see `sessions.rs`).
+/// session saved meanwhile is either seen by the deletion or finds the
+/// marker when it checks (see `sessions.rs`).
 pub(crate) async fn revoke(store: &MongoStore, revocation: &Revocation) -> Result<u64> {
     const OP: &str = "revoke_subject";
     let sub = &revocation.sub;
@@ -91,32 +90,6 @@ pub(crate) async fn purge(store: &MongoStore) -> Result<u64> {
     const OP: &str = "purge_expired";
     let now = store.clock.now();
     let mut removed = purge_expired_sessions(store, OP, now).await?;
-    removed += sweep_markers(store, OP, now, true).await?;
-    let grace = i64::try_from(FORGOTTEN_MARKER_GRACE.as_secs()).unwrap_or(i64::MAX);
-    store
-        .run(
-            OP,
-            store
-                .revocations
-                .delete_many(doc! { "forgotten_at": { "$lte": now.saturating_sub(grace) } }),
-        )
-        .await?;
-    Ok(removed)
-}
-
-/// Marker by marker in batches, delete the sessions each marker hides
-/// (pending or settled); with `forget`, then mark the markers past their
-/// keep time at `now` forgotten. Returns the sessions deleted. `setup` runs
-/// it without `forget`: sessions older versions left settled though a
-/// marker hides them (their reads looked the marker up) go before reads
-/// that no longer do.
-pub(crate) async fn sweep_markers(
-    store: &MongoStore,
-    op: &'static str,
-    now: UnixTime,
-    forget: bool,
-) -> Result<u64> {
-    let mut removed = 0;
     let mut after: Option<String> = None;
     loop {
         let mut filter = Document::new();
@@ -125,7 +98,7 @@ pub(crate) async fn sweep_markers(
         }
         let found = store
             .run(
-                op,
+                OP,
                 store
                     .revocations
                     .find(filter)
@@ -133,25 +106,25 @@ pub(crate) async fn sweep_markers(
                     .limit(PURGE_BATCH),
             )
             .await?;
-        let markers: Vec<MarkerDoc> = store.run(op, found.try_collect()).await?;
+        let markers: Vec<MarkerDoc> = store.run(OP, found.try_collect()).await?;
         let Some(last) = markers.last() else {
             break;
         };
         after = Some(last.sub.clone());
         let hidden: Vec<Document> = markers.iter().map(MarkerDoc::hidden_sessions).collect();
         removed += store
-            .run(op, store.sessions.delete_many(doc! { "$or": hidden }))
+            .run(OP, store.sessions.delete_many(doc! { "$or": hidden }))
             .await?
             .deleted_count;
         let past: Vec<Document> = markers
             .iter()
-            .filter(|m| forget && m.keep_until <= now && m.forgotten_at.is_none())
+            .filter(|m| m.keep_until <= now && m.forgotten_at.is_none())
             .map(MarkerDoc::unchanged)
             .collect();
         if !past.is_empty() {
             store
                 .run(
-                    op,
+                    OP,
                     store.revocations.update_many(
                         doc! { "$or": past },
                         doc! { "$set": { "forgotten_at": now } },
@@ -163,6 +136,15 @@ pub(crate) async fn sweep_markers(
             break;
         }
     }
+    let grace = i64::try_from(FORGOTTEN_MARKER_GRACE.as_secs()).unwrap_or(i64::MAX);
+    store
+        .run(
+            OP,
+            store
+                .revocations
+                .delete_many(doc! { "forgotten_at": { "$lte": now.saturating_sub(grace) } }),
+        )
+        .await?;
     Ok(removed)
 }
 

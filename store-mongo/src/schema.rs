@@ -21,8 +21,7 @@ const NAMESPACE_NOT_FOUND: i32 = 26;
 const INDEX_NOT_FOUND: i32 = 27;
 const NAMESPACE_EXISTS: i32 = 48;
 
-/// The storage format first (recorded, or checked: see `format.rs`), then
-/// the sessions markers hide deleted (see [`revocation::sweep_markers`]).
+/// The storage format first (recorded, or checked: see `format.rs`).
 /// Sessions: a TTL index on `expires_at` (expired sessions go without a
 /// purge, by the server's clock) and an index on `sub`. Every collection is
 /// created so raw tools list the whole namespace. The revocation markers
@@ -30,9 +29,6 @@ const NAMESPACE_EXISTS: i32 = 48;
 pub(crate) async fn setup(store: &MongoStore) -> Result<()> {
     const OP: &str = "setup";
     format::check(store, OP).await?;
-    // Sessions older versions kept though a marker hides them: reads no
-    // longer look markers up (see `sessions.rs`).
-    revocation::sweep_markers(store, OP, store.clock.now(), false).await?;
     let ttl = IndexModel::builder()
         .keys(doc! { "expires_at": 1 })
         .options(
@@ -90,7 +86,7 @@ pub(crate) async fn drop_namespace(store: &MongoStore) -> Result<()> {
 pub(crate) async fn stats(store: &MongoStore) -> Result<StoreStats> {
     const OP: &str = "stats";
     let now = date(store.clock.now());
-    let live = doc! { "expires_at": { "$gt": now }, "pending": { "$exists": false } };
+    let live = doc! { "expires_at": { "$gt": now } };
     let live_sessions = store
         .run(OP, store.sessions.count_documents(live.clone()))
         .await?;

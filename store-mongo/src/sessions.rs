@@ -2,27 +2,22 @@
 //! scan.
 //!
 //! A write never checks the marker atomically with itself (MongoDB has no
-//! cross-document atomicity without transactions), so a write is in two
-//! steps: it stores the session *pending* (`pending`: a token of this
-//! write), then reads the subject's marker and either settles the session
-//! (removes `pending`, only if the token is still its own) or deletes it
-//! if the marker hides it. get, take and scan never return a pending
-//! session, so they need no marker lookup: get is one `find_one`, take one
-//! `find_one_and_delete`. A revocation writes its marker before it deletes
-//! the subject's sessions (pending or not), so a racing write either reads
-//! the marker when it checks (and deletes itself) or wrote before the
+//! cross-document atomicity without transactions); instead every write
+//! reads the marker *after* writing and deletes the session again if the
+//! marker hides it, and every read hides by marker. With single-document
+//! operations that are each atomic, this is enough: a revocation writes its
+//! marker before it deletes the subject's sessions, so a racing save either
+//! reads the marker after writing (and deletes itself) or wrote before the
 //! marker existed (and the revocation's deletion, which comes after the
-//! marker, removes it, settled or not). A write that stops between its two
-//! steps (cancelled, timed out, the process died) leaves a pending session
-//! nobody returns, which expires. See `revocation.rs` for the marker side.
+//! marker, removes it). See `revocation.rs` for the marker side.
 
 use std::collections::HashMap;
 
 use broker_core::{Result, SessionPage, SessionRecord, StoreError, UnixTime};
 use futures::TryStreamExt;
-use mongodb::bson::doc;
+use mongodb::bson::{Bson, doc};
 
-use crate::documents::{MarkerDoc, SessionDoc, binary, date, live_filter, visible_filter};
+use crate::documents::{MarkerDoc, SessionDoc, binary, date, live_filter};
 use crate::{MongoStore, error};
 
 /// Insert-if-absent: one `replace_one` upsert filtered on "expired", so a
@@ -56,10 +51,10 @@ pub(crate) async fn create(store: &MongoStore, session: &SessionRecord) -> Resul
         Err(e) if error::is_duplicate_key(&e) => return Err(conflict()),
         Err(e) => return Err(error::map(OP, e)),
     }
-    settle(store, OP, &doc, now).await
+    unsave_if_hidden(store, OP, &doc, now).await
 }
 
-/// Upsert by `jti` (pending), then the marker check settles it.
+/// Upsert by `jti`, then the marker check.
 pub(crate) async fn save(store: &MongoStore, session: &SessionRecord) -> Result<()> {
     const OP: &str = "save_session";
     let now = store.clock.now();
@@ -73,68 +68,119 @@ pub(crate) async fn save(store: &MongoStore, session: &SessionRecord) -> Result<
                 .upsert(true),
         )
         .await?;
-    settle(store, OP, &doc, now).await
+    unsave_if_hidden(store, OP, &doc, now).await
 }
 
-/// After writing `doc` (pending): if its subject's marker hides it, delete
-/// it again, so a session a revocation covers is never returned; else
-/// settle it (remove `pending`), which makes it visible. Both steps match
-/// only this write's own pending document: one replaced by a later write
-/// is that write's to settle, one a revocation deleted stays deleted. If
-/// this step is never reached (the caller dropped the future, the process
-/// died), the session stays pending, never returned, until it expires or
-/// purge deletes it.
-async fn settle(
+/// After writing `doc`: if its subject's marker hides it, delete it again,
+/// so a session a revocation covers is not kept. The deletion matches only
+/// a document the marker hides whatever the time (same subject,
+/// `auth_time <= revoked_at`, saved before `keep_until`), so it never
+/// removes a later save the marker does not cover. If this step is never
+/// reached (the caller dropped the future, the process died), reads still
+/// hide the session and purge deletes it before it forgets the marker.
+async fn unsave_if_hidden(
     store: &MongoStore,
     op: &'static str,
     doc: &SessionDoc,
     now: UnixTime,
 ) -> Result<()> {
-    let Some(token) = doc.pending else {
+    let Some(marker) = store.marker(op, &doc.sub).await? else {
         return Ok(());
     };
-    let ours = doc! { "_id": &doc.jti, "pending": token };
-    let marker = store.marker(op, &doc.sub).await?;
-    if doc.hidden_by(marker.as_ref(), now) {
-        store.run(op, store.sessions.delete_one(ours)).await?;
-    } else {
-        store
-            .run(
-                op,
-                store
-                    .sessions
-                    .update_one(ours, doc! { "$unset": { "pending": "" } }),
-            )
-            .await?;
+    if !doc.hidden_by(Some(&marker), now) {
+        return Ok(());
     }
+    store
+        .run(
+            op,
+            store.sessions.delete_one(doc! {
+                "_id": &doc.jti,
+                "sub": &doc.sub,
+                "auth_time": { "$lte": marker.revoked_at },
+                "saved_at": { "$lt": marker.keep_until },
+            }),
+        )
+        .await?;
     Ok(())
 }
 
-/// One round trip: `find_one` of the live, settled session (see
-/// [`visible_filter`]).
+/// One round trip: the live session and its subject's marker (`$lookup` on
+/// the markers' `_id`).
 pub(crate) async fn get(store: &MongoStore, jti: &str) -> Result<Option<SessionRecord>> {
     const OP: &str = "get_session";
     let now = store.clock.now();
-    store
-        .run(OP, store.sessions.find_one(visible_filter(jti, now)))
-        .await?
-        .map(|doc| doc.into_record(OP))
-        .transpose()
+    let pipeline = [
+        doc! { "$match": live_filter(jti, now) },
+        doc! { "$limit": 1 },
+        doc! { "$lookup": {
+            "from": store.revocations.name(),
+            "localField": "sub",
+            "foreignField": "_id",
+            "as": "markers",
+        } },
+    ];
+    let found = store
+        .checked(OP, async {
+            store
+                .run(OP, async {
+                    let mut cursor = store.sessions.aggregate(pipeline).await?;
+                    cursor.try_next().await
+                })
+                .await
+        })
+        .await?;
+    let Some(mut found) = found else {
+        return Ok(None);
+    };
+    let malformed = || error::malformed(OP);
+    let markers = match found.remove("markers") {
+        Some(Bson::Array(markers)) => markers,
+        _ => return Err(malformed()),
+    };
+    let mut marker = None;
+    for m in markers {
+        let Bson::Document(m) = m else {
+            return Err(malformed());
+        };
+        marker = Some(mongodb::bson::from_document::<MarkerDoc>(m).map_err(|_| malformed())?);
+    }
+    let session: SessionDoc = mongodb::bson::from_document(found).map_err(|_| malformed())?;
+    if session.hidden_by(marker.as_ref(), now) {
+        return Ok(None);
+    }
+    session.into_record(OP).map(Some)
 }
 
-/// One round trip: `find_one_and_delete` of the live, settled session (of
-/// concurrent takers exactly one gets the document).
+/// `find_one_and_delete` first (of concurrent takers exactly one gets the
+/// document), then the marker of the removed session's subject: if it hides
+/// the session, the answer is `None` (the session is gone, as the
+/// revocation wanted). Checking after the removal is what makes this one
+/// atomic step: nothing can replace the taken document between the check
+/// and the removal, and markers only widen while any session they hide can
+/// still be stored (purge forgets them only after deleting those sessions,
+/// and keeps forgotten markers for [`crate::FORGOTTEN_MARKER_GRACE`], far
+/// longer than this operation may take).
 pub(crate) async fn take(store: &MongoStore, jti: &str) -> Result<Option<SessionRecord>> {
     const OP: &str = "take_session";
     let now = store.clock.now();
     store
-        .run(
-            OP,
-            store.sessions.find_one_and_delete(visible_filter(jti, now)),
-        )
-        .await?
-        .map(|doc| doc.into_record(OP))
-        .transpose()
+        .checked(OP, async {
+            let Some(doc) = store
+                .run(
+                    OP,
+                    store.sessions.find_one_and_delete(live_filter(jti, now)),
+                )
+                .await?
+            else {
+                return Ok(None);
+            };
+            let marker = store.marker(OP, &doc.sub).await?;
+            if doc.hidden_by(marker.as_ref(), now) {
+                return Ok(None);
+            }
+            doc.into_record(OP).map(Some)
+        })
+        .await
 }
 
 pub(crate) async fn delete(store: &MongoStore, jti: &str) -> Result<bool> {
@@ -172,10 +218,7 @@ pub(crate) async fn scan(
 ) -> Result<SessionPage> {
     const OP: &str = "scan_sessions";
     let now = store.clock.now();
-    let mut filter = doc! {
-        "expires_at": { "$gt": date(now) },
-        "pending": { "$exists": false },
-    };
+    let mut filter = doc! { "expires_at": { "$gt": date(now) } };
     if let Some(after) = cursor {
         filter.insert("_id", doc! { "$gt": after });
     }

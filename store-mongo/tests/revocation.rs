@@ -14,7 +14,6 @@ use broker_core::{BrokerStore, Namespace, Revocation, SessionRecord, unix_now};
 use futures::TryStreamExt;
 use store_mongo::MongoStore;
 use store_mongo::mongodb::IndexModel;
-use store_mongo::mongodb::bson::oid::ObjectId;
 use store_mongo::mongodb::bson::{Binary, Bson, DateTime, Document, doc, spec::BinarySubtype};
 use store_mongo::mongodb::options::IndexOptions;
 
@@ -220,8 +219,7 @@ async fn a_session_an_interrupted_save_left_stays_hidden_past_the_keep_time() {
         .revoke_subject(&revocation("bob", t, t + 10))
         .await
         .unwrap();
-    // What the interrupted save wrote, one second after the revocation: the
-    // session, still pending (it never settled against the marker).
+    // What the interrupted save wrote, one second after the revocation.
     let [sessions, ..] = store.collection_names();
     store
         .database()
@@ -233,17 +231,24 @@ async fn a_session_an_interrupted_save_left_stays_hidden_past_the_keep_time() {
             "auth_time": t - 5,
             "saved_at": t + 1,
             "sealed": Binary { subtype: BinarySubtype::Generic, bytes: vec![1, 2, 3] },
-            "pending": ObjectId::new(),
         })
         .await
         .unwrap();
     assert_gone(&store, "left-behind", "while the marker is kept").await;
-    // take did not remove it: a pending session is nobody's to take.
-    assert_eq!(
-        raw(&store, 0).await.len(),
-        1,
-        "the pending session is stored"
-    );
+    // take deleted it; plant it again for the time after the keep time.
+    store
+        .database()
+        .collection::<Document>(&sessions)
+        .insert_one(doc! {
+            "_id": "left-behind", "sub": "bob",
+            "expires_at": DateTime::from_millis((t + 7200) * 1000),
+            "expires_at_secs": t + 7200,
+            "auth_time": t - 5,
+            "saved_at": t + 1,
+            "sealed": Binary { subtype: BinarySubtype::Generic, bytes: vec![1, 2, 3] },
+        })
+        .await
+        .unwrap();
     clock.advance(20);
     assert_eq!(
         store.get_session("left-behind").await.unwrap(),
@@ -389,89 +394,4 @@ async fn expiry_follows_the_injected_clock_not_the_servers() {
     assert_eq!(store.purge_expired().await.unwrap(), 1);
     assert!(raw(&store, 0).await.is_empty());
     drop_all(&store).await;
-}
-
-/// Sessions older versions left settled though a marker hides them (they
-/// hid them on read; reads no longer look markers up): `setup` deletes
-/// them, so get and take never return one.
-#[tokio::test]
-async fn setup_deletes_sessions_older_versions_left_under_a_marker() {
-    let clock = ManualClock::starting_now();
-    let Some(store) = fresh(&clock).await else {
-        return;
-    };
-    let t = clock.now();
-    store
-        .revoke_subject(&revocation("bob", t, t + 10))
-        .await
-        .unwrap();
-    let [sessions, ..] = store.collection_names();
-    let sessions = store.database().collection::<Document>(&sessions);
-    for (jti, auth_time) in [("hidden", t - 5), ("later-login", t + 1)] {
-        sessions
-            .insert_one(doc! {
-                "_id": jti, "sub": "bob",
-                "expires_at": DateTime::from_millis((t + 7200) * 1000),
-                "expires_at_secs": t + 7200,
-                "auth_time": auth_time,
-                "saved_at": t + 1,
-                "sealed": Binary { subtype: BinarySubtype::Generic, bytes: vec![1, 2, 3] },
-            })
-            .await
-            .unwrap();
-    }
-    store.setup().await.unwrap();
-    let left: Vec<Bson> = raw(&store, 0)
-        .await
-        .iter()
-        .filter_map(|d| d.get("_id").cloned())
-        .collect();
-    assert_eq!(left, vec![Bson::String("later-login".into())]);
-    assert_gone(&store, "hidden", "after setup").await;
-    assert!(store.get_session("later-login").await.unwrap().is_some());
-    drop_all(&store).await;
-}
-
-/// get and take are one command each (`find`, `findAndModify`), with no
-/// marker lookup, whether or not the subject has a marker; a save is three
-/// (write pending, read the marker, settle).
-#[tokio::test]
-async fn get_and_take_are_one_round_trip_each() {
-    use std::sync::Mutex;
-    use store_mongo::mongodb::event::{EventHandler, command::CommandEvent};
-    use store_mongo::mongodb::options::ClientOptions;
-
-    let Some(url) = common::mongo_url().await else {
-        return;
-    };
-    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
-    let mut options = ClientOptions::parse(&url).await.unwrap();
-    let log = Arc::clone(&seen);
-    options.command_event_handler = Some(EventHandler::callback(move |e| {
-        if let CommandEvent::Started(e) = e {
-            log.lock().unwrap().push(e.command_name);
-        }
-    }));
-    let client = store_mongo::mongodb::Client::with_options(options).unwrap();
-    let db = client.default_database().unwrap();
-    let store = MongoStore::new(db).with_namespace(Namespace::random("rt").unwrap());
-    store.setup().await.unwrap();
-    let t = store.clock().now();
-    store
-        .revoke_subject(&revocation("other", t - 100, t + 3600))
-        .await
-        .unwrap();
-    let commands = || std::mem::take(&mut *seen.lock().unwrap());
-    for sub in ["alice", "other"] {
-        let s = session(&format!("rt-{sub}"), sub, t + 3600, t, 1);
-        commands();
-        store.save_session(&s).await.unwrap();
-        assert_eq!(commands().len(), 3, "save of {sub}");
-        assert_eq!(store.get_session(&s.jti).await.unwrap(), Some(s.clone()));
-        assert_eq!(commands(), vec!["find"], "get of {sub}");
-        assert_eq!(store.take_session(&s.jti).await.unwrap(), Some(s.clone()));
-        assert_eq!(commands(), vec!["findAndModify"], "take of {sub}");
-    }
-    drop_all(&store).await;
-    client.shutdown().await;
 }

@@ -451,22 +451,6 @@ impl SledStore {
         flush_db(&self.db, "flush").await
     }
 
-    /// Run `f` on the namespace's trees under the read lock, without
-    /// cloning the `Arc` (the read path: two fewer shared-counter writes
-    /// per get); falls back to [`Self::trees`] when they are not open yet
-    /// or stale. `f` must be synchronous and short: it holds the lock.
-    fn with_trees<T>(&self, op: &'static str, f: impl FnOnce(&Trees) -> Result<T>) -> Result<T> {
-        {
-            let slot = self.trees.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(t) = &*slot
-                && t.current()
-            {
-                return f(t);
-            }
-        }
-        f(self.trees(op)?.as_ref())
-    }
-
     /// The namespace's trees, opened on first use.
     /// Opened again when any handle dropped a namespace since: the trees of
     /// a dropped namespace are detached, and writes to them would be lost.

@@ -78,21 +78,20 @@ impl StoreBackend for SledStore {
 
     async fn get_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
         const OP: &str = "get_session";
-        self.with_trees(OP, |t| {
-            let Some(bytes) = t
-                .sessions
-                .get(jti.as_bytes())
-                .map_err(|e| sled_error(OP, e))?
-            else {
-                return Ok(None);
-            };
-            let s = codec::decode_session(OP, jti.to_owned(), &bytes)?;
-            let now = self.clock.now();
-            if !s.is_live_at(now) || Self::revoked(t, OP, &s, now)? {
-                return Ok(None);
-            }
-            Ok(Some(s))
-        })
+        let t = self.trees(OP)?;
+        let Some(bytes) = t
+            .sessions
+            .get(jti.as_bytes())
+            .map_err(|e| sled_error(OP, e))?
+        else {
+            return Ok(None);
+        };
+        let s = codec::decode_session(OP, jti.to_owned(), &bytes)?;
+        let now = self.clock.now();
+        if !s.is_live_at(now) || Self::revoked(&t, OP, &s, now)? {
+            return Ok(None);
+        }
+        Ok(Some(s))
     }
 
     async fn take_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
