@@ -54,15 +54,18 @@ const WHY: [(&str, &str); 5] = [
     ),
     (
         "mongodb",
-        "get is one `find_one` and take one `find_one_and_delete`, like raw, but filtered on \
-         expiry and on the session being settled (a save writes it pending, checks the \
-         subject's marker, then settles it: three round trips against raw's one upsert). The \
-         session collection also carries the `expires_at` (TTL) and `sub` indexes. The \
-         server here is the project's MongoDB wire-compatible dev server (SecantusDB, Python), \
-         not mongod: its `find_one_and_delete` grows with the collection (≈150 ms at 10 000 \
-         documents, raw and ours alike) and it dropped connections under 32 concurrent preload \
-         writers (hence `--preload-concurrency 4` and 1 000 ops), so these figures say little \
-         about MongoDB itself.",
+        "get and take read the session and its subject's revocation marker in one `aggregate` \
+         (`$match` + `$lookup`), against one `find_one`; take then `find_one_and_delete`s with \
+         the same filter (two round trips). Save and delete are one call each, like raw, but the \
+         session collection carries the `expires_at` (TTL) and `sub` indexes. A design with one \
+         `find_one` per get (saves write the session pending, then settle it) was tried in issue \
+         20 and withdrawn: a cancelled save over an existing session left it pending, so neither \
+         its old nor its new value could be read (the soak's LostWrite). The server here is \
+         the project's MongoDB wire-compatible dev server (SecantusDB, Python), not mongod: its \
+         `find_one_and_delete` grows with the collection (≈150 ms at 10 000 documents, raw \
+         and ours alike) and it dropped connections under 32 concurrent preload writers (hence \
+         `--preload-concurrency 4` and 1 000 ops), so these figures say little about MongoDB \
+         itself.",
     ),
 ];
 
