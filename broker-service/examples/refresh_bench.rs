@@ -112,32 +112,10 @@ fn server_url(name: &str) -> Option<String> {
             std::env::var("BROKER_TEST_REDIS_CLUSTER_URLS")
                 .ok()
                 .filter(|s| !s.is_empty())
-                .map(|n| cluster_url(&n))
+                .map(|n| broker_testkit::redis_cluster_url(&n))
         }),
         _ => None,
     }
-}
-
-/// `redis://h1:p1,redis://h2:p2` as `redis-cluster://h1:p1,h2:p2`.
-fn cluster_url(nodes: &str) -> String {
-    use url::Position;
-    let urls: Vec<url::Url> = nodes
-        .split(',')
-        .filter_map(|n| url::Url::parse(n.trim()).ok())
-        .collect();
-    let hosts: Vec<&str> = urls
-        .iter()
-        .enumerate()
-        .map(|(i, u)| {
-            let from = if i == 0 {
-                Position::BeforeUsername
-            } else {
-                Position::BeforeHost
-            };
-            &u[from..Position::AfterPort]
-        })
-        .collect();
-    format!("redis-cluster://{}", hosts.join(","))
 }
 
 /// Store `name` in a fresh namespace, or `None` (said loudly) when its

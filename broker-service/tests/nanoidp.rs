@@ -123,20 +123,6 @@ fn namespace() -> Namespace {
     Namespace::new(format!("nanoidp_{}_{nanos}", std::process::id() % 100_000)).unwrap()
 }
 
-/// `redis://h1:p1,redis://h2:p2` (the test variable) as the store URL
-/// `redis-cluster://h1:p1,h2:p2`.
-fn cluster_url(nodes: &str) -> String {
-    let hosts: Vec<String> = nodes
-        .split(',')
-        .filter_map(|n| url::Url::parse(n.trim()).ok())
-        .map(|u| {
-            let host = u.host_str().unwrap_or_default().to_owned();
-            u.port().map_or(host.clone(), |p| format!("{host}:{p}"))
-        })
-        .collect();
-    format!("redis-cluster://{}", hosts.join(","))
-}
-
 /// Memory and sled, then every server backend that has a server (the others
 /// skip loudly, and fail under `CI=true`).
 async fn backends() -> Vec<Backend> {
@@ -162,7 +148,7 @@ async fn backends() -> Vec<Backend> {
             continue;
         };
         let url = if server == Server::RedisCluster {
-            cluster_url(&url)
+            broker_testkit::redis_cluster_url(&url)
         } else {
             url
         };

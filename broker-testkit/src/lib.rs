@@ -42,6 +42,37 @@ pub fn http_client_builder() -> reqwest::ClientBuilder {
     }
 }
 
+/// `redis://h1:p1,redis://h2:p2` (the test variable
+/// `BROKER_TEST_REDIS_CLUSTER_URLS`) as the store URL
+/// `redis-cluster://h1:p1,h2:p2` (credentials from the first node).
+///
+/// ```
+/// assert_eq!(
+///     broker_testkit::redis_cluster_url("redis://127.0.0.1:7001, redis://127.0.0.1:7002"),
+///     "redis-cluster://127.0.0.1:7001,127.0.0.1:7002"
+/// );
+/// ```
+pub fn redis_cluster_url(nodes: &str) -> String {
+    use url::Position;
+    let urls: Vec<url::Url> = nodes
+        .split(',')
+        .filter_map(|n| url::Url::parse(n.trim()).ok())
+        .collect();
+    let hosts: Vec<&str> = urls
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let from = if i == 0 {
+                Position::BeforeUsername
+            } else {
+                Position::BeforeHost
+            };
+            &u[from..Position::AfterPort]
+        })
+        .collect();
+    format!("redis-cluster://{}", hosts.join(","))
+}
+
 /// The PKCE S256 challenge of `verifier`: base64url(SHA-256(verifier)).
 pub fn pkce_challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))

@@ -121,33 +121,12 @@ pub async fn server_url(name: &str) -> Option<String> {
     match name {
         "postgres" => postgres_url().await,
         "redis" => redis_url().await,
-        "redis-cluster" => redis_cluster_urls().await.map(|n| cluster_url(&n)),
+        "redis-cluster" => redis_cluster_urls()
+            .await
+            .map(|n| broker_testkit::redis_cluster_url(&n)),
         "mongo" => mongo_url().await,
         other => panic!("no server backend {other}"),
     }
-}
-
-/// `redis://h1:p1,redis://h2:p2` (the test variable) as
-/// `redis-cluster://h1:p1,h2:p2` (the store URL), as soak's tests do.
-pub fn cluster_url(nodes: &str) -> String {
-    use url::Position;
-    let urls: Vec<url::Url> = nodes
-        .split(',')
-        .filter_map(|n| url::Url::parse(n.trim()).ok())
-        .collect();
-    let hosts: Vec<&str> = urls
-        .iter()
-        .enumerate()
-        .map(|(i, u)| {
-            let from = if i == 0 {
-                Position::BeforeUsername
-            } else {
-                Position::BeforeHost
-            };
-            &u[from..Position::AfterPort]
-        })
-        .collect();
-    format!("redis-cluster://{}", hosts.join(","))
 }
 
 /// A broker, its IdP, its store and their clock.
