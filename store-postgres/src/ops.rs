@@ -102,29 +102,19 @@ impl StoreBackend for PostgresStore {
     }
 
     async fn get_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
-        const OP: &str = "get_session";
-        let row = in_transaction!(self, OP, None, |conn| {
-            self.query(&self.sql.get_session)
-                .bind(jti)
-                .bind(self.clock.now())
-                .fetch_optional(conn)
-                .await?
-        })
-        .await?;
-        row.map(|r| session_from_row(OP, &r)).transpose()
+        let sql = &self.sql.get_session;
+        self.session_statement("get_session", sql, sql, jti).await
     }
 
     async fn take_session(&self, jti: &str) -> Result<Option<SessionRecord>> {
-        const OP: &str = "take_session";
-        let row = in_transaction!(self, OP, None, |conn| {
-            self.query(&self.sql.take_session)
-                .bind(jti)
-                .bind(self.clock.now())
-                .fetch_optional(conn)
-                .await?
-        })
-        .await?;
-        row.map(|r| session_from_row(OP, &r)).transpose()
+        let sql = &self.sql;
+        self.session_statement(
+            "take_session",
+            &sql.take_session_nowait,
+            &sql.take_session,
+            jti,
+        )
+        .await
     }
 
     async fn delete_session(&self, jti: &str) -> Result<bool> {

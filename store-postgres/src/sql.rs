@@ -105,6 +105,7 @@ pub(crate) struct Statements {
     pub(crate) save_session: SqlStr,
     pub(crate) get_session: SqlStr,
     pub(crate) take_session: SqlStr,
+    pub(crate) take_session_nowait: SqlStr,
     pub(crate) delete_session: SqlStr,
     pub(crate) replace_session_blob: SqlStr,
     pub(crate) revoke_subject: SqlStr,
@@ -224,6 +225,15 @@ impl Statements {
             )),
             take_session: sql(format!(
                 "DELETE FROM {s} s WHERE s.jti = $1 AND {} \
+                 RETURNING s.jti, s.sub, s.expires_at, s.auth_time, s.sealed",
+                visible("s", "$2")
+            )),
+            // Outside a transaction block: never waits for the row lock of
+            // another transaction (55P03 instead), so a take the client gave
+            // up on never deletes later; the caller then runs take_session.
+            take_session_nowait: sql(format!(
+                "DELETE FROM {s} s WHERE s.jti = \
+                 (SELECT l.jti FROM {s} l WHERE l.jti = $1 FOR UPDATE NOWAIT) AND {} \
                  RETURNING s.jti, s.sub, s.expires_at, s.auth_time, s.sealed",
                 visible("s", "$2")
             )),

@@ -108,6 +108,63 @@ async fn a_call_that_timed_out_never_commits_later() {
     common::drop_tables(&pool, None, &ns).await.unwrap();
 }
 
+/// A take that finds its session locked by another transaction (a save,
+/// compare-and-set or revocation of that session in flight) and waits past
+/// the client's timeout fails with `Unavailable`; the session is still
+/// stored once the lock is released: the call never deletes it later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_take_that_timed_out_never_deletes_later() {
+    let url = server!();
+    let (pool, ns, _) = common::fresh_store(&url).await;
+    let one = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    let store = PostgresStore::new(one)
+        .with_namespace(ns.clone())
+        .with_operation_timeout(Duration::from_millis(400));
+    let now = unix_now();
+    let s = session("locked", "lou", now + 3600, now - 5);
+    store.save_session(&s).await.unwrap();
+    // Warm the take statement up on the store's one connection.
+    assert!(store.take_session("absent").await.unwrap().is_none());
+
+    // Another connection holds the session's row lock, as a write in flight.
+    let mut blocker = sqlx::PgConnection::connect(&url).await.unwrap();
+    blocker.execute("BEGIN").await.unwrap();
+    blocker
+        .execute(sqlx::AssertSqlSafe(format!(
+            "SELECT 1 FROM \"{ns}_sessions\" WHERE jti = 'locked' FOR UPDATE"
+        )))
+        .await
+        .unwrap();
+
+    let e = store.take_session("locked").await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            StoreError::Unavailable {
+                op: "take_session",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // Well past the timeout, release the lock.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    blocker.execute("ROLLBACK").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        rows_of(&pool, &ns, "lou").await,
+        1,
+        "a take that timed out on the client deleted the session later"
+    );
+    // The store works on, and the session is still there to take.
+    assert_eq!(store.take_session("locked").await.unwrap(), Some(s));
+    common::drop_tables(&pool, None, &ns).await.unwrap();
+}
+
 /// Of 64 takers on a pool whose connections default to `SERIALIZABLE`,
 /// one gets the session and 63 get `None`, round after round; none gets
 /// an error (a serialization failure would be `Unavailable`).
