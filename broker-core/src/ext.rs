@@ -20,7 +20,7 @@ pub const DEFAULT_PAGE: usize = 1000;
 /// let store = MemoryStore::new();
 /// for i in 0..3 {
 ///     let s = SessionRecord { jti: format!("j{i}"), sub: "alice".into(),
-///         expires_at: unix_now() + 60, auth_time: unix_now(), sealed: vec![1] };
+///         expires_at: unix_now() + 60, auth_time: unix_now(), sealed: vec![1].into() };
 ///     store.save_session(&s).await?;
 /// }
 /// let jtis: Vec<String> = store.sessions(2).map_ok(|s| s.jti).try_collect().await?;

@@ -32,5 +32,6 @@ pub use record::{
 pub use store::BrokerStore;
 pub use vault::{RekeyReport, Session, TokenVault, UserInfo};
 
+pub use bytes;
 pub use secrecy;
 pub use serde_json;

@@ -209,7 +209,7 @@ impl StoreBackend for MemoryStore {
     ) -> Result<bool> {
         Ok(self.with(|space| match space.sessions.get_mut(jti) {
             Some(s) if s.sealed == expected => {
-                s.sealed = sealed.to_vec();
+                s.sealed = bytes::Bytes::copy_from_slice(sealed);
                 true
             }
             _ => false,

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+
 use crate::error::{Result, StoreError};
 
 /// Seconds since the Unix epoch, as every timestamp in this crate.
@@ -30,8 +32,10 @@ pub struct SessionRecord {
     /// When the user authenticated (Unix seconds); a revocation of `sub` at
     /// or after this time hides the session.
     pub auth_time: UnixTime,
-    /// The sealed refresh token and user_info.
-    pub sealed: Vec<u8>,
+    /// The sealed refresh token and user_info. A [`Bytes`] so a store can
+    /// hand out the buffer its driver read without copying it (build one
+    /// from a `Vec<u8>` with `.into()`).
+    pub sealed: Bytes,
 }
 
 impl SessionRecord {

@@ -245,7 +245,7 @@ impl TokenVault {
             sub: session.sub.clone(),
             expires_at: session.expires_at,
             auth_time: session.auth_time,
-            sealed,
+            sealed: sealed.into(),
         })
     }
 
@@ -294,7 +294,7 @@ impl TokenVault {
             .await
             .map_err(|e| e.with_op(op))?;
         Ok(SessionRecord {
-            sealed,
+            sealed: sealed.into(),
             ..record.clone()
         })
     }

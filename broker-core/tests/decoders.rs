@@ -272,7 +272,7 @@ proptest! {
         let place = Binding::Session { namespace: &ns, jti: "j", sub: "s", expires_at: 10, auth_time: 5 };
         let record = SessionRecord {
             jti: "j".into(), sub: "s".into(), expires_at: 10, auth_time: 5,
-            sealed: vault.keyring().seal(&place, &payload).unwrap(),
+            sealed: vault.keyring().seal(&place, &payload).unwrap().into(),
         };
         // What a full parse says: the vault checks user_info without building
         // it, and must agree exactly with parsing it into a `Value`.

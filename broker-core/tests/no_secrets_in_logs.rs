@@ -259,18 +259,21 @@ async fn no_canary_in_logs_errors_or_debug() {
         .await
         .unwrap();
     let mut record = store.get_session(JTI).await.unwrap().expect("stored");
-    let last = record.sealed.len() - 1;
-    record.sealed[last] ^= 1;
+    let good = record.sealed.clone();
+    let mut flipped = good.to_vec();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    record.sealed = flipped.into();
     store.save_session(&record).await.unwrap();
     let e = errors.expect_err("tampered blob", vault.get_session(JTI).await);
     assert!(e.contains("Tampered"), "{e}");
-    record.sealed[last] ^= 1;
+    record.sealed = good;
     record.jti = format!("{JTI}-moved");
     store.save_session(&record).await.unwrap();
     let e = errors.expect_err("moved blob", vault.take_session(&record.jti).await);
     assert!(e.contains("Tampered"), "{e}");
     record.jti = format!("{JTI}-planted");
-    record.sealed = RT.as_bytes().to_vec();
+    record.sealed = RT.as_bytes().to_vec().into();
     store.save_session(&record).await.unwrap();
     let e = errors.expect_err("planted plaintext", vault.get_session(&record.jti).await);
     assert!(e.contains("Corrupt"), "{e}");
@@ -288,7 +291,8 @@ async fn no_canary_in_logs_errors_or_debug() {
             },
             RT.as_bytes(),
         )
-        .unwrap();
+        .unwrap()
+        .into();
     store.save_session(&record).await.unwrap();
     let e = errors.expect_err("unknown key", vault.get_session(&record.jti).await);
     assert!(e.contains("UnknownKey"), "{e}");

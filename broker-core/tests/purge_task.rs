@@ -115,7 +115,7 @@ async fn purging_survives_errors_with_backoff_and_stops_on_drop() {
             sub: "alice".into(),
             expires_at: now - 10,
             auth_time: now - 100,
-            sealed: vec![1, 2, 3],
+            sealed: vec![1, 2, 3].into(),
         })
         .await
         .unwrap();

@@ -13,7 +13,7 @@
 //! store.setup().await.unwrap();
 //! let live = SessionRecord {
 //!     jti: "j".into(), sub: "s".into(), expires_at: broker_core::unix_now() + 60,
-//!     auth_time: 0, sealed: vec![1],
+//!     auth_time: 0, sealed: vec![1].into(),
 //! };
 //! store.save_session(&live).await.unwrap();
 //! store.purge_expired().await.unwrap();

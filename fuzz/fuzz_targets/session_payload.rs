@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
         sub: SUB.into(),
         expires_at: EXPIRES_AT,
         auth_time: AUTH_TIME,
-        sealed: vault.keyring().seal(&binding, data).expect("seal"),
+        sealed: vault.keyring().seal(&binding, data).expect("seal").into(),
     };
     let session = match vault.open_session("fuzz", &record) {
         Ok(s) => s,

@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
         sub,
         expires_at,
         auth_time,
-        sealed,
+        sealed: sealed.into(),
     };
     let back = codec::decode_session("fuzz", "j".into(), &codec::encode_session(&s));
     assert_eq!(back.expect("encoded record decodes"), s);

@@ -102,7 +102,7 @@ impl SessionDoc {
             sub: self.sub,
             expires_at: self.expires_at_secs,
             auth_time: self.auth_time,
-            sealed: self.sealed.bytes,
+            sealed: self.sealed.bytes.into(),
         })
     }
 

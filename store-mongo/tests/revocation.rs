@@ -39,7 +39,7 @@ fn session(jti: &str, sub: &str, expires_at: i64, auth_time: i64, tag: u8) -> Se
         sub: sub.to_owned(),
         expires_at,
         auth_time,
-        sealed: vec![1, tag, 0, 7],
+        sealed: vec![1, tag, 0, 7].into(),
     }
 }
 
@@ -130,7 +130,7 @@ async fn take_never_returns_a_session_revoked_and_saved_again_between_its_steps(
             .await
             .unwrap();
         let again = SessionRecord {
-            sealed: vec![2, round, 0, 7],
+            sealed: vec![2, round, 0, 7].into(),
             ..first.clone()
         };
         fast.save_session(&again).await.unwrap();

@@ -500,7 +500,7 @@ fn session_from_row(op: &'static str, row: &PgRow) -> Result<SessionRecord> {
             sub: row.try_get(1)?,
             expires_at: row.try_get(2)?,
             auth_time: row.try_get(3)?,
-            sealed: row.try_get(4)?,
+            sealed: row.try_get::<Vec<u8>, _>(4)?.into(),
         })
     };
     get().map_err(|e| classify(op, e))

@@ -65,7 +65,7 @@ impl StoreBackend for PostgresStore {
                     .bind(&session.sub)
                     .bind(session.expires_at)
                     .bind(session.auth_time)
-                    .bind(&session.sealed)
+                    .bind(&session.sealed[..])
                     .bind(self.clock.now())
                     .fetch_one(conn)
                     .await?
@@ -92,7 +92,7 @@ impl StoreBackend for PostgresStore {
                 .bind(&session.sub)
                 .bind(session.expires_at)
                 .bind(session.auth_time)
-                .bind(&session.sealed)
+                .bind(&session.sealed[..])
                 .bind(self.clock.now())
                 .execute(conn)
                 .await?

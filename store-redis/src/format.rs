@@ -90,7 +90,7 @@ pub fn decode_session(
         sub,
         expires_at,
         auth_time,
-        sealed,
+        sealed: sealed.into(),
     }))
 }
 
@@ -100,7 +100,7 @@ pub fn encode_session(s: &SessionRecord) -> [Vec<u8>; 4] {
         s.sub.as_bytes().to_vec(),
         s.expires_at.to_string().into_bytes(),
         s.auth_time.to_string().into_bytes(),
-        s.sealed.clone(),
+        s.sealed.to_vec(),
     ]
 }
 
@@ -199,7 +199,7 @@ mod tests {
             sub: "alice".into(),
             expires_at: 10,
             auth_time: 5,
-            sealed: vec![1, 2],
+            sealed: vec![1, 2].into(),
         };
         let fields = encode_session(&s).map(Some).to_vec();
         assert_eq!(decode_session("t", "j", fields).unwrap(), Some(s));
@@ -252,7 +252,7 @@ mod tests {
 
         #[test]
         fn any_session_round_trips(sub in ".{0,40}", expires_at in any::<i64>(), auth_time in any::<i64>(), sealed in proptest::collection::vec(any::<u8>(), 1..64)) {
-            let s = SessionRecord { jti: "j".into(), sub, expires_at, auth_time, sealed };
+            let s = SessionRecord { jti: "j".into(), sub, expires_at, auth_time, sealed: sealed.into() };
             prop_assert_eq!(decode_session("t", "j", encode_session(&s).map(Some).to_vec()).unwrap(), Some(s));
         }
 

@@ -218,7 +218,7 @@ fn session(jti: &str, sub: &str) -> SessionRecord {
         sub: sub.into(),
         expires_at: now + 600,
         auth_time: now - 5,
-        sealed: format!("sealed-{jti}").into_bytes(),
+        sealed: format!("sealed-{jti}").into_bytes().into(),
     }
 }
 

@@ -25,7 +25,7 @@ fn session(jti: &str) -> SessionRecord {
         sub: "retried-user".into(),
         expires_at: now + 600,
         auth_time: now - 5,
-        sealed: format!("sealed-{jti}").into_bytes(),
+        sealed: format!("sealed-{jti}").into_bytes().into(),
     }
 }
 

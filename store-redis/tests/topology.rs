@@ -38,7 +38,7 @@ fn session(jti: &str, sub: &str, auth_time: i64) -> SessionRecord {
         sub: sub.into(),
         expires_at: unix_now() + 600,
         auth_time,
-        sealed: b"opaque sealed bytes".to_vec(),
+        sealed: b"opaque sealed bytes".to_vec().into(),
     }
 }
 

@@ -12,7 +12,9 @@
 //! Public only with the `fuzzing` feature (for the fuzz targets): the
 //! encodings are this crate's storage format, not an API.
 
+use broker_core::bytes::Bytes;
 use broker_core::{Corruption, PeerJwks, Result, Revocation, SessionRecord, StoreError, UnixTime};
+use sled::IVec;
 
 const V1: u8 = 0x01;
 
@@ -28,24 +30,64 @@ pub fn encode_session(s: &SessionRecord) -> Vec<u8> {
     out
 }
 
-/// Decode a session stored under `jti`.
+/// Decode a session stored under `jti` (copies the sealed blob out of
+/// `bytes`; reads use [`decode_session_shared`]).
 pub fn decode_session(op: &'static str, jti: String, bytes: &[u8]) -> Result<SessionRecord> {
+    let (head, start) = decode_session_head(op, jti, bytes)?;
+    Ok(head.with_sealed(Bytes::copy_from_slice(&bytes[start..])))
+}
+
+/// Decode a session stored under `jti` from the value sled handed out,
+/// keeping that buffer as the sealed blob: no copy of the blob, only the
+/// `sub` the record needs (and one small allocation that owns `stored`).
+pub fn decode_session_shared(op: &'static str, jti: String, stored: IVec) -> Result<SessionRecord> {
+    let (head, start) = decode_session_head(op, jti, &stored)?;
+    Ok(head.with_sealed(Bytes::from_owner(stored).slice(start..)))
+}
+
+/// A decoded session but its blob.
+struct SessionHead {
+    jti: String,
+    sub: String,
+    expires_at: UnixTime,
+    auth_time: UnixTime,
+}
+
+impl SessionHead {
+    fn with_sealed(self, sealed: Bytes) -> SessionRecord {
+        SessionRecord {
+            jti: self.jti,
+            sub: self.sub,
+            expires_at: self.expires_at,
+            auth_time: self.auth_time,
+            sealed,
+        }
+    }
+}
+
+/// Everything of an encoded session but its blob, and where the (non-empty)
+/// blob starts in `bytes`.
+fn decode_session_head(
+    op: &'static str,
+    jti: String,
+    bytes: &[u8],
+) -> Result<(SessionHead, usize)> {
     let mut r = Reader::new(op, bytes)?;
     let expires_at = r.i64()?;
     let auth_time = r.i64()?;
     let sub_len = r.u16()? as usize;
     let sub = r.utf8(sub_len, "session subject")?;
-    let sealed = r.rest().to_vec();
-    if sealed.is_empty() {
+    let start = bytes.len() - r.rest().len();
+    if start == bytes.len() {
         return Err(StoreError::corrupt(op, Corruption::Truncated));
     }
-    Ok(SessionRecord {
+    let head = SessionHead {
         jti,
         sub,
         expires_at,
         auth_time,
-        sealed,
-    })
+    };
+    Ok((head, start))
 }
 
 /// Read only the expiry of an encoded session (for index maintenance).
@@ -165,7 +207,7 @@ mod tests {
     proptest! {
         #[test]
         fn session_round_trips(sub in "[^\u{0}]{1,40}", e in 0i64..=broker_core::validate::MAX_TIMESTAMP, a in 0i64..=broker_core::validate::MAX_TIMESTAMP, sealed in proptest::collection::vec(any::<u8>(), 1..200)) {
-            let s = SessionRecord { jti: "j".into(), sub, expires_at: e, auth_time: a, sealed };
+            let s = SessionRecord { jti: "j".into(), sub, expires_at: e, auth_time: a, sealed: sealed.into() };
             prop_assert_eq!(decode_session("t", "j".into(), &encode_session(&s)).unwrap(), s);
         }
 
@@ -219,7 +261,7 @@ mod tests {
                     sub,
                     expires_at,
                     auth_time,
-                    sealed,
+                    sealed: sealed.into(),
                 })
             })
     }
@@ -251,6 +293,10 @@ mod tests {
     proptest! {
         #[test]
         fn session_decoder_is_total_and_canonical(bytes in prop_oneof![versioned(96), mutated(session_bytes())]) {
+            prop_assert_eq!(
+                format!("{:?}", decode_session_shared("t", "j".into(), IVec::from(&bytes[..]))),
+                format!("{:?}", decode_session("t", "j".into(), &bytes))
+            );
             match decode_session("t", "j".into(), &bytes) {
                 Ok(s) => {
                     prop_assert_eq!(&encode_session(&s), &bytes);
@@ -270,7 +316,7 @@ mod tests {
             auth_time in any::<i64>(),
             sealed in proptest::collection::vec(any::<u8>(), 1..300),
         ) {
-            let s = SessionRecord { jti: "j".into(), sub, expires_at, auth_time, sealed };
+            let s = SessionRecord { jti: "j".into(), sub, expires_at, auth_time, sealed: sealed.into() };
             let bytes = encode_session(&s);
             prop_assert_eq!(decode_session("t", "j".into(), &bytes).unwrap(), s.clone());
             prop_assert_eq!(session_expires_at("t", &bytes).unwrap(), expires_at);
@@ -311,6 +357,42 @@ mod tests {
         fn any_peer_round_trips(fetched_at in any::<i64>(), jwks in ".{0,200}") {
             let p = PeerJwks { issuer: "https://i".into(), jwks, fetched_at };
             prop_assert_eq!(decode_peer("t", "https://i".into(), &encode_peer(&p)).unwrap(), p);
+        }
+    }
+
+    /// Where `inner` lies in `outer`, if it is a part of that very buffer.
+    fn offset_in(outer: &[u8], inner: &[u8]) -> Option<usize> {
+        let (o, i) = (outer.as_ptr() as usize, inner.as_ptr() as usize);
+        (o <= i && i + inner.len() <= o + outer.len()).then(|| i - o)
+    }
+
+    #[test]
+    fn shared_decode_hands_out_the_stored_buffer_without_a_copy() {
+        let s = SessionRecord {
+            jti: "j".into(),
+            sub: "alice".into(),
+            expires_at: 10,
+            auth_time: 5,
+            sealed: vec![7; 300].into(),
+        };
+        // Longer than an inline IVec: sled hands such values out shared.
+        let stored = IVec::from(encode_session(&s));
+        let decoded = decode_session_shared("t", "j".into(), stored.clone()).unwrap();
+        assert_eq!(decoded, s);
+        assert_eq!(
+            offset_in(&stored, &decoded.sealed),
+            Some(1 + 8 + 8 + 2 + s.sub.len()),
+            "the sealed blob is a copy, not the stored buffer"
+        );
+        // Damage is still refused, the same way as by the copying decoder.
+        for bad in [&[][..], &[1, 0], b"my refresh token", &stored[..19 + 5]] {
+            assert_eq!(
+                format!(
+                    "{:?}",
+                    decode_session_shared("t", "j".into(), IVec::from(bad))
+                ),
+                format!("{:?}", decode_session("t", "j".into(), bad)),
+            );
         }
     }
 

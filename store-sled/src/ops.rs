@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
 use crate::codec;
+use broker_core::bytes::Bytes;
 use broker_core::clock::Clock;
 use broker_core::{
     BrokerStore, Corruption, Namespace, PeerJwks, Result, Revocation, RevocationPage, SessionPage,
@@ -86,7 +87,7 @@ impl StoreBackend for SledStore {
         else {
             return Ok(None);
         };
-        let s = codec::decode_session(OP, jti.to_owned(), &bytes)?;
+        let s = codec::decode_session_shared(OP, jti.to_owned(), bytes)?;
         let now = self.clock.now();
         if !s.is_live_at(now) || Self::revoked(&t, OP, &s, now)? {
             return Ok(None);
@@ -107,7 +108,7 @@ impl StoreBackend for SledStore {
             {
                 None => None,
                 Some(bytes) => {
-                    let rec = codec::decode_session(OP, jti.to_owned(), &bytes)?;
+                    let rec = codec::decode_session_shared(OP, jti.to_owned(), bytes)?;
                     let now = self.clock.now();
                     if !rec.is_live_at(now) || Self::revoked(&t, OP, &rec, now)? {
                         None
@@ -158,9 +159,9 @@ impl StoreBackend for SledStore {
             {
                 None => false,
                 Some(bytes) => {
-                    let mut rec = codec::decode_session(OP, jti.to_owned(), &bytes)?;
+                    let mut rec = codec::decode_session_shared(OP, jti.to_owned(), bytes)?;
                     if rec.sealed == expected {
-                        rec.sealed = sealed.to_vec();
+                        rec.sealed = Bytes::copy_from_slice(sealed);
                         t.sessions
                             .insert(jti.as_bytes(), codec::encode_session(&rec))
                             .map_err(|e| sled_error(OP, e))?;
@@ -230,7 +231,7 @@ impl StoreBackend for SledStore {
             }
             let jti = String::from_utf8(key.to_vec())
                 .map_err(|_| StoreError::corrupt(OP, Corruption::Malformed("session key")))?;
-            let s = codec::decode_session(OP, jti, &value)?;
+            let s = codec::decode_session_shared(OP, jti, value)?;
             if !s.is_live_at(now) {
                 continue;
             }

@@ -135,7 +135,7 @@ async fn behaves_like_the_reference_store() {
             sub: sub.into(),
             expires_at,
             auth_time,
-            sealed: sealed.clone(),
+            sealed: sealed.clone().into(),
         };
         let mut answers = Vec::new();
         for store in stores {
@@ -245,7 +245,7 @@ async fn purge_scans_only_the_expired_range() {
                 sub: format!("s{}", i % 7),
                 expires_at,
                 auth_time: now - 10,
-                sealed: vec![1, 2, 3],
+                sealed: vec![1, 2, 3].into(),
             })
             .await
             .expect("save");
@@ -285,7 +285,7 @@ async fn stale_index_entries_break_nothing() {
         sub: "alice".into(),
         expires_at: now + 100,
         auth_time: now - 10,
-        sealed: vec![1],
+        sealed: vec![1].into(),
     };
     store.save_session(&s).await.expect("save");
     t.by_expiry
@@ -329,7 +329,7 @@ async fn namespaces_use_separate_trees() {
         sub: "alice".into(),
         expires_at: now + 100,
         auth_time: now,
-        sealed: vec![1],
+        sealed: vec![1].into(),
     };
     a.create_session(&s).await.expect("create in a");
     assert_eq!(b.get_session("same").await.expect("get"), None);
@@ -380,7 +380,7 @@ fn concurrent_flushing_writers_do_not_deadlock() {
                             sub: format!("s{}", i % 5),
                             expires_at: now + 3600,
                             auth_time: now,
-                            sealed: vec![1; 100],
+                            sealed: vec![1; 100].into(),
                         };
                         store.save_session(&s).await?;
                         if i % 4 == 0 {
@@ -434,7 +434,7 @@ async fn flushed_files_hold_stored_bytes_verbatim() {
             sub: "alice".into(),
             expires_at: now + 100,
             auth_time: now,
-            sealed: marker.clone().into_bytes(),
+            sealed: marker.clone().into_bytes().into(),
         })
         .await
         .expect("save");
@@ -459,7 +459,7 @@ async fn no_marker_cache_follows_markers_written_elsewhere() {
         sub: "alice".into(),
         expires_at: now + 100,
         auth_time: now - 10,
-        sealed: vec![1, 2, 3],
+        sealed: vec![1, 2, 3].into(),
     };
     a.save_session(&s).await.expect("save");
     // Warm a's cache: no marker anywhere yet in its namespace.
@@ -560,7 +560,7 @@ fn racing_writers_keep_the_indexes_exact() {
                         // Some already expired, so purge has work.
                         expires_at: now - 5 + rng.below(20) as i64,
                         auth_time: now - rng.below(3) as i64,
-                        sealed: vec![rng.below(3) as u8 + 1; 8],
+                        sealed: vec![rng.below(3) as u8 + 1; 8].into(),
                     };
                     let r = match rng.below(8) {
                         0 | 1 => store.save_session(&s).await.map(|_| ()),
@@ -600,7 +600,7 @@ fn racing_writers_keep_the_indexes_exact() {
             sub: "taker".into(),
             expires_at: now + 100,
             auth_time: now + 1,
-            sealed: vec![9; 8],
+            sealed: vec![9; 8].into(),
         };
         store.save_session(&s).await.expect("save");
         let takers: Vec<_> = (0..64)
@@ -619,4 +619,38 @@ fn racing_writers_keep_the_indexes_exact() {
     eprintln!("racing writers: {ops} operations from 16 tasks, indexes checked");
     check_indexes(&store);
     drop(dir);
+}
+
+/// get and take hand out the blob in the buffer sled read, not a copy of it
+/// (checked against the buffer sled hands a direct read of the same key).
+#[tokio::test]
+async fn get_and_take_hand_out_sleds_buffer() {
+    let (_dir, store) = temp_store();
+    store.setup().await.expect("setup");
+    let now = unix_now();
+    let s = SessionRecord {
+        jti: "j".into(),
+        sub: "alice".into(),
+        expires_at: now + 100,
+        auth_time: now,
+        sealed: vec![7; 300].into(),
+    };
+    store.save_session(&s).await.expect("save");
+    let raw = store
+        .trees("t")
+        .expect("trees")
+        .sessions
+        .get("j")
+        .expect("raw get")
+        .expect("stored");
+    let within = |sealed: &[u8]| {
+        let (o, i) = (raw.as_ptr() as usize, sealed.as_ptr() as usize);
+        o <= i && i + sealed.len() <= o + raw.len()
+    };
+    let got = store.get_session("j").await.expect("get").expect("live");
+    assert_eq!(got, s);
+    assert!(within(&got.sealed), "get copied the sealed blob");
+    let taken = store.take_session("j").await.expect("take").expect("live");
+    assert_eq!(taken, s);
+    assert!(within(&taken.sealed), "take copied the sealed blob");
 }

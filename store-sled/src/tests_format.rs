@@ -88,7 +88,7 @@ async fn a_namespace_from_before_format_versions_is_recorded_and_reads() {
         sub: "alice".into(),
         expires_at: now + 600,
         auth_time: now,
-        sealed: vec![1, 2, 3],
+        sealed: vec![1, 2, 3].into(),
     };
     store.save_session(&s).await.expect("save");
     store.create_record("rec", b"value").await.expect("record");

@@ -19,7 +19,7 @@ fn session(jti: &str, sub: &str, expires_at: i64, auth_time: i64) -> SessionReco
         sub: sub.into(),
         expires_at,
         auth_time,
-        sealed: format!("sealed-{jti}").into_bytes(),
+        sealed: format!("sealed-{jti}").into_bytes().into(),
     }
 }
 

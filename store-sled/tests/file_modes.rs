@@ -44,7 +44,7 @@ async fn database_files_are_private_to_their_owner() {
                     sub: "s".into(),
                     expires_at: now + 60,
                     auth_time: now,
-                    sealed: vec![1; 2048],
+                    sealed: vec![1; 2048].into(),
                 })
                 .await
                 .unwrap();

@@ -73,7 +73,7 @@ impl TokenVault {
         let op = "create_entry";
         let record = self.seal_entry(op, entry).await?;
         self.store.create_session(&record).await?;
-        Ok(Stamp(record.sealed))
+        Ok(Stamp(record.sealed.into()))
     }
 
     /// The live entry `jti`, opened, and the stamp to swap it with.
@@ -85,7 +85,7 @@ impl TokenVault {
             return Ok(None);
         };
         let entry = self.open_entry(op, &record)?;
-        Ok(Some((entry, Stamp(record.sealed))))
+        Ok(Some((entry, Stamp(record.sealed.into()))))
     }
 
     /// Replace entry `jti`'s payload if it is still what `expected` stamps
@@ -115,7 +115,7 @@ impl TokenVault {
             .store
             .replace_session_blob(&current.jti, &expected.0, &record.sealed)
             .await?;
-        Ok(swapped.then_some(Stamp(record.sealed)))
+        Ok(swapped.then_some(Stamp(record.sealed.into())))
     }
 
     /// Atomically remove and return the live entry `jti`: of many
@@ -151,7 +151,7 @@ impl TokenVault {
             sub: entry.sub.to_owned(),
             expires_at: entry.expires_at,
             auth_time: entry.auth_time,
-            sealed,
+            sealed: sealed.into(),
         })
     }
 

@@ -42,7 +42,7 @@ async fn opened_claims_reseal_as_the_same_text() {
         sub: s.sub.clone(),
         expires_at: s.expires_at,
         auth_time: s.auth_time,
-        sealed: v.keyring().seal(&place, &payload).unwrap(),
+        sealed: v.keyring().seal(&place, &payload).unwrap().into(),
     };
     store.save_session(&planted).await.unwrap();
     let first = v.get_session("j").await.unwrap().unwrap();

@@ -144,8 +144,12 @@ pub async fn rule_20_flipped_or_truncated_blob_is_tampered(ctx: &Ctx) -> CaseRes
         .await?
         .ok_or_else(|| Failure("session missing".into()))?;
     for i in 0..good.sealed.len() {
-        let mut bad = good.clone();
-        bad.sealed[i] ^= 1 << (i % 8);
+        let mut sealed = good.sealed.to_vec();
+        sealed[i] ^= 1 << (i % 8);
+        let bad = SessionRecord {
+            sealed: sealed.into(),
+            ..good.clone()
+        };
         store.save_session(&bad).await?;
         let r = v.get_session("j").await;
         let typed = matches!(
@@ -162,7 +166,7 @@ pub async fn rule_20_flipped_or_truncated_blob_is_tampered(ctx: &Ctx) -> CaseRes
     }
     for len in [1, 4, 5, 17, 32, good.sealed.len() - 1] {
         let cut = SessionRecord {
-            sealed: good.sealed[..len].to_vec(),
+            sealed: good.sealed.slice(..len),
             ..good.clone()
         };
         store.save_session(&cut).await?;
@@ -182,7 +186,7 @@ pub async fn rule_20_planted_plaintext_reads_as_corrupt(ctx: &Ctx) -> CaseResult
     let store = ready(ctx).await?;
     let v = vault(store, KeyConfig::new(key(22))).await?;
     let planted = SessionRecord {
-        sealed: b"plain-refresh-token".to_vec(),
+        sealed: b"plain-refresh-token".to_vec().into(),
         ..live("p", "s", 1)
     };
     store.save_session(&planted).await?;

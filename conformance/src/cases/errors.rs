@@ -70,8 +70,10 @@ pub async fn rule_16_errors_are_typed_and_name_the_operation(ctx: &Ctx) -> CaseR
         .get_session("t")
         .await?
         .ok_or_else(|| Failure("session missing".into()))?;
-    let last = rec.sealed.len() - 1;
-    rec.sealed[last] ^= 1;
+    let mut sealed = rec.sealed.to_vec();
+    let last = sealed.len() - 1;
+    sealed[last] ^= 1;
+    rec.sealed = sealed.into();
     store.save_session(&rec).await?;
     match v.get_session("t").await {
         Err(e @ StoreError::Tampered { .. }) => {
@@ -113,14 +115,14 @@ pub async fn rule_17_invalid_input_is_refused(ctx: &Ctx) -> CaseResult {
         (
             "oversized blob",
             SessionRecord {
-                sealed: vec![1; validate::MAX_SEALED_BYTES + 1],
+                sealed: vec![1; validate::MAX_SEALED_BYTES + 1].into(),
                 ..live("j", "s", 1)
             },
         ),
         (
             "empty blob",
             SessionRecord {
-                sealed: Vec::new(),
+                sealed: Vec::new().into(),
                 ..live("j", "s", 1)
             },
         ),

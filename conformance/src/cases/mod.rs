@@ -217,7 +217,7 @@ fn record(jti: &str, sub: &str, expires_at: i64, auth_time: i64, tag: u8) -> Ses
         sub: sub.into(),
         expires_at,
         auth_time,
-        sealed,
+        sealed: sealed.into(),
     }
 }
 

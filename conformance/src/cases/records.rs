@@ -113,7 +113,7 @@ pub async fn rule_14_replace_is_explicit_compare_and_set(ctx: &Ctx) -> CaseResul
     ensure_eq!(
         store.get_session("j").await?,
         Some(SessionRecord {
-            sealed: vec![0x01, 2, 3],
+            sealed: vec![0x01, 2, 3].into(),
             ..s
         }),
         "session after blob replace"

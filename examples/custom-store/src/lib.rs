@@ -172,7 +172,7 @@ pub(crate) fn session_from_row(
         sub: row.try_get(1).map_err(field)?,
         expires_at: row.try_get(2).map_err(field)?,
         auth_time: row.try_get(3).map_err(field)?,
-        sealed: row.try_get(4).map_err(field)?,
+        sealed: row.try_get::<Vec<u8>, _>(4).map_err(field)?.into(),
     })
 }
 

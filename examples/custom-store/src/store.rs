@@ -420,7 +420,7 @@ impl SqliteStore {
             .bind(&session.sub)
             .bind(session.expires_at)
             .bind(session.auth_time)
-            .bind(&session.sealed)
+            .bind(&session.sealed[..])
             .execute(tx)
             .await?;
         Ok(())

@@ -98,7 +98,7 @@ async fn expiry_and_revocation_follow_the_injected_clock() {
         sub: "alice".into(),
         expires_at: 1_000_010,
         auth_time: 999_000,
-        sealed: vec![1, 2, 3],
+        sealed: vec![1, 2, 3].into(),
     };
     store.save_session(&session("a")).await.expect("save");
     assert!(store.get_session("a").await.expect("get").is_some());

@@ -57,7 +57,7 @@ fn session(jti: &str, sub: &str, expires_at: i64) -> SessionRecord {
         sub: sub.to_owned(),
         expires_at,
         auth_time: unix_now() - 10,
-        sealed: vec![1, 0, 0, 0, 7, 0xff, 0x00, 0x42],
+        sealed: vec![1, 0, 0, 0, 7, 0xff, 0x00, 0x42].into(),
     }
 }
 
@@ -444,7 +444,7 @@ async fn differential(mut seed: u64) -> bool {
             sub: subs[next(subs.len() as u64) as usize].to_owned(),
             expires_at: times[next(times.len() as u64) as usize],
             auth_time: times[next(times.len() as u64) as usize],
-            sealed: vec![1, next(4) as u8, 0, step as u8],
+            sealed: vec![1, next(4) as u8, 0, step as u8].into(),
         };
         let op = next(11);
         let (a, b) = match op {

@@ -19,7 +19,7 @@ fn session(jti: &str, sub: &str, expires_at: i64) -> SessionRecord {
         sub: sub.into(),
         expires_at,
         auth_time: unix_now() - 10,
-        sealed: format!("sealed-{jti}").into_bytes(),
+        sealed: format!("sealed-{jti}").into_bytes().into(),
     }
 }
 

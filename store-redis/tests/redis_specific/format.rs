@@ -134,7 +134,7 @@ fn session(jti: &str, sub: &str, now: i64) -> SessionRecord {
         sub: sub.into(),
         expires_at: now + 600,
         auth_time: now - 10,
-        sealed: format!("sealed bytes of {jti}").into_bytes(),
+        sealed: format!("sealed bytes of {jti}").into_bytes().into(),
     }
 }
 

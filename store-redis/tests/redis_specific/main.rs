@@ -33,7 +33,7 @@ fn session(jti: &str, sub: &str, expires_at: i64) -> SessionRecord {
         sub: sub.into(),
         expires_at,
         auth_time: unix_now() - 1,
-        sealed: b"opaque sealed bytes".to_vec(),
+        sealed: b"opaque sealed bytes".to_vec().into(),
     }
 }
 

@@ -37,7 +37,7 @@ pub async fn revocations_survive_the_restart(topology: Option<Topology>) {
         sub: "victim".into(),
         expires_at: now + 3600,
         auth_time,
-        sealed: b"sealed".to_vec(),
+        sealed: b"sealed".to_vec().into(),
     };
     store
         .save_session(&session("before", now - 10))
