@@ -4,8 +4,8 @@
 #![no_main]
 
 use broker_core::StoreError;
-use broker_core::secrecy::ExposeSecret;
 use broker_core::crypto::{Binding, OVERHEAD, sealed_key_id};
+use broker_core::secrecy::ExposeSecret;
 use broker_core_fuzz::{AUTH_TIME, EXPIRES_AT, JTI, NAMESPACE, PLACE, formats, ring};
 use libfuzzer_sys::fuzz_target;
 

@@ -41,8 +41,14 @@ fuzz_target!(|data: &[u8]| {
     match format::decode_marker("fuzz", "s".into(), input.marker.clone()) {
         Ok(Some((r, at_work))) => {
             assert_eq!(input.marker.len(), 3);
-            assert_eq!(input.marker[0].as_deref(), Some(r.revoked_at.to_string().as_bytes()));
-            assert_eq!(input.marker[1].as_deref(), Some(r.keep_until.to_string().as_bytes()));
+            assert_eq!(
+                input.marker[0].as_deref(),
+                Some(r.revoked_at.to_string().as_bytes())
+            );
+            assert_eq!(
+                input.marker[1].as_deref(),
+                Some(r.keep_until.to_string().as_bytes())
+            );
             assert_eq!(at_work, input.marker[2].is_some());
         }
         Ok(None) => assert!(input.marker.iter().all(Option::is_none)),

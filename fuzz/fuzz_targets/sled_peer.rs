@@ -5,9 +5,9 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use broker_core::{PeerJwks, StoreError};
-use store_sled::codec;
 use broker_core_fuzz::formats;
 use libfuzzer_sys::fuzz_target;
+use store_sled::codec;
 
 fuzz_target!(|data: &[u8]| {
     match codec::decode_peer("fuzz", "https://i".into(), data) {

@@ -5,9 +5,9 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use broker_core::{SessionRecord, StoreError};
-use store_sled::codec;
 use broker_core_fuzz::formats;
 use libfuzzer_sys::fuzz_target;
+use store_sled::codec;
 
 fuzz_target!(|data: &[u8]| {
     let expires = codec::session_expires_at("fuzz", data);
