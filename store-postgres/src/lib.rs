@@ -26,17 +26,17 @@
 //! advisory lock of the subject. Then one statement (purge: a few), with
 //! values always sent as bind parameters, and `COMMIT`: three round trips.
 //!
-//! The two hot single-row calls, get and take, take one round trip: one
-//! statement outside a transaction block. The take's `DELETE` locks its
-//! row with `FOR UPDATE NOWAIT`, so it never waits for another
-//! transaction's row lock (a save, compare-and-set or revocation of that
-//! session in flight); the server refuses it instead (`55P03`) and the
-//! take runs again in its own transaction as above, where it waits for the
-//! lock under the server-side timeout. The same fallback covers a
+//! The hot single-row calls, get, take and delete, take one round trip:
+//! one statement outside a transaction block. A take's or delete's
+//! `DELETE` locks its row with `FOR UPDATE NOWAIT`, so it never waits for
+//! another transaction's row lock (a save, compare-and-set or revocation
+//! of that session in flight); the server refuses it instead (`55P03`) and
+//! the call runs again in its own transaction as above, where it waits for
+//! the lock under the server-side timeout. The same fallback covers a
 //! serialization failure or deadlock (`40001`, `40P01`) on a pool whose
 //! connections default to a stricter isolation. With
-//! [`PostgresStore::with_prepared_statements`] `false` (PgBouncer), get and
-//! take run in a transaction too: an unnamed statement takes two messages,
+//! [`PostgresStore::with_prepared_statements`] `false` (PgBouncer), these
+//! three run in a transaction too: an unnamed statement takes two messages,
 //! which only a transaction keeps on one server connection.
 //!
 //! Upserts use `INSERT ... ON CONFLICT ... DO UPDATE`; take is `DELETE ... RETURNING` filtered
@@ -70,13 +70,13 @@
 //! [`PostgresStore::with_operation_timeout`]), on the client and, as
 //! `statement_timeout`, on the server: a write that gave up on the client
 //! never commits later (it never sent `COMMIT`, and its statement is
-//! cancelled by the server). A take that gave up while waiting for a row
-//! lock never deletes later either (it waits only inside its transaction,
-//! see above). One case is left, as for any commit already sent: a take
-//! whose server stalls past the timeout on something else (a table lock
+//! cancelled by the server). A take or delete that gave up while waiting
+//! for a row lock never deletes later either (it waits only inside its
+//! transaction, see above). One case is left, as for any commit already
+//! sent: a take or delete whose server stalls past the timeout on something else (a table lock
 //! held by DDL, a stalled WAL flush) may still delete the session after
-//! the caller saw `Unavailable`; the retry then finds nothing, so the user
-//! logs in again. A session is lost, never revived or revealed. A pool
+//! the caller saw `Unavailable`; a retried take then finds nothing, so the
+//! user logs in again. A session is lost, never revived or revealed. A pool
 //! made by [`PostgresStore::connect`] also gives up acquiring a connection
 //! after [`CONNECT_ACQUIRE_TIMEOUT`] (5 s). A server that is down or restarting therefore costs an operation
 //! at most that long, and it fails with [`StoreError::Unavailable`].
@@ -115,7 +115,7 @@
 //! timeouts are `SET LOCAL` inside each transaction, advisory locks are
 //! transaction-scoped (migrations and subject locks), and without named
 //! statements every statement runs inside the operation's transaction
-//! (get and take too), so it stays on one server connection.
+//! (get, take and delete too), so it stays on one server connection.
 //!
 //! # Tests
 //!
@@ -172,7 +172,7 @@ use std::time::Duration;
 #[allow(unused_imports)] // named by intra-doc links
 use broker_core::BrokerStore;
 use broker_core::clock::{Clock, system_clock};
-use broker_core::{Namespace, Result, SessionRecord, StoreError, UnixTime};
+use broker_core::{Namespace, Result, SessionRecord, StoreError};
 use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow};
 use sqlx::query::{Query, QueryAs, QueryScalar};
 use sqlx::{Postgres, Row, SqlSafeStr, SqlStr, Transaction};
@@ -421,14 +421,36 @@ impl PostgresStore {
         self.pool.begin_with(sql::begin(ms, lock)).await
     }
 
-    /// The session `jti` that statement `fast` returns at the clock's now,
-    /// run as one statement outside a transaction block (one round trip);
-    /// if the server refuses it for a reason a transaction of ours handles
-    /// (see [`error::needs_transaction`]), `careful` runs instead in this
+    /// The row statement `fast` returns, run by `bind` as one statement
+    /// outside a transaction block (one round trip); if the server refuses
+    /// it for a reason a transaction of ours handles (see
+    /// [`error::needs_transaction`]), `careful` runs instead in this
     /// operation's transaction (see [`PostgresStore::begin`]). Without
     /// named statements only `careful` runs: an unnamed statement takes two
     /// messages (parse, then execute), and behind a transaction pooler only
     /// a transaction keeps both on one server connection.
+    async fn one_round_trip<'q>(
+        &self,
+        op: &'static str,
+        fast: &SqlStr,
+        careful: &SqlStr,
+        bind: impl Fn(&SqlStr) -> Query<'q, Postgres, PgArguments>,
+    ) -> Result<Option<PgRow>> {
+        if self.prepared {
+            match bind(fast).fetch_optional(&self.pool).await {
+                Ok(row) => return Ok(row),
+                Err(e) if error::needs_transaction(&e) => {}
+                Err(e) => return Err(classify(op, e)),
+            }
+        }
+        in_transaction!(self, op, None, |conn| {
+            bind(careful).fetch_optional(conn).await?
+        })
+        .await
+    }
+
+    /// The session `jti` that `fast` (else `careful`, see
+    /// [`PostgresStore::one_round_trip`]) returns at the clock's now.
     async fn session_statement(
         &self,
         op: &'static str,
@@ -437,38 +459,9 @@ impl PostgresStore {
         jti: &str,
     ) -> Result<Option<SessionRecord>> {
         let now = self.clock.now();
-        let row = if self.prepared {
-            let fast = self.query(fast).bind(jti).bind(now);
-            match fast.fetch_optional(&self.pool).await {
-                Ok(row) => row,
-                Err(e) if error::needs_transaction(&e) => {
-                    self.session_in_transaction(op, careful, jti, now).await?
-                }
-                Err(e) => return Err(classify(op, e)),
-            }
-        } else {
-            self.session_in_transaction(op, careful, jti, now).await?
-        };
+        let bind = |sql: &SqlStr| self.query(sql).bind(jti).bind(now);
+        let row = self.one_round_trip(op, fast, careful, bind).await?;
         row.map(|r| session_from_row(op, &r)).transpose()
-    }
-
-    /// Statement `sql` on session `jti` at `now`, in this operation's
-    /// transaction.
-    async fn session_in_transaction(
-        &self,
-        op: &'static str,
-        sql: &SqlStr,
-        jti: &str,
-        now: UnixTime,
-    ) -> Result<Option<PgRow>> {
-        in_transaction!(self, op, None, |conn| {
-            self.query(sql)
-                .bind(jti)
-                .bind(now)
-                .fetch_optional(conn)
-                .await?
-        })
-        .await
     }
 
     /// A statement, named (prepared and cached) or not, as configured.

@@ -1,5 +1,6 @@
-//! The [`BrokerStore`] operations: each one transaction (see the crate
-//! docs, "Statements and transactions").
+//! The [`BrokerStore`] operations: each write one transaction, get, take
+//! and delete one statement (see the crate docs, "Statements and
+//! transactions").
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use broker_core::{
     BrokerStore, Namespace, PeerJwks, Result, Revocation, RevocationPage, SessionPage,
     SessionRecord, StoreBackend, StoreError, StoreStats, validate,
 };
+use sqlx::SqlStr;
 
 use crate::sql::{PURGE_BATCH, SubjectLock};
 use crate::{PostgresStore, count, session_from_row};
@@ -118,15 +120,13 @@ impl StoreBackend for PostgresStore {
     }
 
     async fn delete_session(&self, jti: &str) -> Result<bool> {
-        const OP: &str = "delete_session";
-        let done = in_transaction!(self, OP, None, |conn| {
-            self.query(&self.sql.delete_session)
-                .bind(jti)
-                .execute(conn)
-                .await?
-        })
-        .await?;
-        Ok(done.rows_affected() > 0)
+        let sql = &self.sql;
+        let bind = |sql: &SqlStr| self.query(sql).bind(jti);
+        let (fast, careful) = (&sql.delete_session_nowait, &sql.delete_session);
+        let row = self
+            .one_round_trip("delete_session", fast, careful, bind)
+            .await?;
+        Ok(row.is_some())
     }
 
     async fn replace_session_blob(

@@ -107,6 +107,7 @@ pub(crate) struct Statements {
     pub(crate) take_session: SqlStr,
     pub(crate) take_session_nowait: SqlStr,
     pub(crate) delete_session: SqlStr,
+    pub(crate) delete_session_nowait: SqlStr,
     pub(crate) replace_session_blob: SqlStr,
     pub(crate) revoke_subject: SqlStr,
     pub(crate) purge_sessions: SqlStr,
@@ -237,7 +238,12 @@ impl Statements {
                  RETURNING s.jti, s.sub, s.expires_at, s.auth_time, s.sealed",
                 visible("s", "$2")
             )),
-            delete_session: sql(format!("DELETE FROM {s} WHERE jti = $1")),
+            delete_session: sql(format!("DELETE FROM {s} WHERE jti = $1 RETURNING 1")),
+            // As take_session_nowait (the caller then runs delete_session).
+            delete_session_nowait: sql(format!(
+                "DELETE FROM {s} s WHERE s.jti = \
+                 (SELECT l.jti FROM {s} l WHERE l.jti = $1 FOR UPDATE NOWAIT) RETURNING 1"
+            )),
             replace_session_blob: sql(format!(
                 "UPDATE {s} SET sealed = $3 WHERE jti = $1 AND sealed = $2"
             )),

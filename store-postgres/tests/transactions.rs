@@ -108,12 +108,12 @@ async fn a_call_that_timed_out_never_commits_later() {
     common::drop_tables(&pool, None, &ns).await.unwrap();
 }
 
-/// A take that finds its session locked by another transaction (a save,
-/// compare-and-set or revocation of that session in flight) and waits past
-/// the client's timeout fails with `Unavailable`; the session is still
-/// stored once the lock is released: the call never deletes it later.
+/// A take or delete that finds its session locked by another transaction
+/// (a save, compare-and-set or revocation of that session in flight) and
+/// waits past the client's timeout fails with `Unavailable`; the session is
+/// still stored once the lock is released: the call never deletes it later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_take_that_timed_out_never_deletes_later() {
+async fn a_take_or_delete_that_timed_out_never_deletes_later() {
     let url = server!();
     let (pool, ns, _) = common::fresh_store(&url).await;
     let one = sqlx::postgres::PgPoolOptions::new()
@@ -127,39 +127,39 @@ async fn a_take_that_timed_out_never_deletes_later() {
     let now = unix_now();
     let s = session("locked", "lou", now + 3600, now - 5);
     store.save_session(&s).await.unwrap();
-    // Warm the take statement up on the store's one connection.
-    assert!(store.take_session("absent").await.unwrap().is_none());
+    for op in ["take_session", "delete_session"] {
+        let call = async |jti| match op {
+            "take_session" => store.take_session(jti).await.map(|s| s.is_some()),
+            _ => store.delete_session(jti).await,
+        };
+        // Warm the statement up on the store's one connection.
+        assert!(!call("absent").await.unwrap());
 
-    // Another connection holds the session's row lock, as a write in flight.
-    let mut blocker = sqlx::PgConnection::connect(&url).await.unwrap();
-    blocker.execute("BEGIN").await.unwrap();
-    blocker
-        .execute(sqlx::AssertSqlSafe(format!(
-            "SELECT 1 FROM \"{ns}_sessions\" WHERE jti = 'locked' FOR UPDATE"
-        )))
-        .await
-        .unwrap();
+        // Another connection holds the session's row lock, as a write in flight.
+        let mut blocker = sqlx::PgConnection::connect(&url).await.unwrap();
+        blocker.execute("BEGIN").await.unwrap();
+        blocker
+            .execute(sqlx::AssertSqlSafe(format!(
+                "SELECT 1 FROM \"{ns}_sessions\" WHERE jti = 'locked' FOR UPDATE"
+            )))
+            .await
+            .unwrap();
 
-    let e = store.take_session("locked").await.unwrap_err();
-    assert!(
-        matches!(
-            e,
-            StoreError::Unavailable {
-                op: "take_session",
-                ..
-            }
-        ),
-        "{e:?}"
-    );
-    // Well past the timeout, release the lock.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    blocker.execute("ROLLBACK").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(
-        rows_of(&pool, &ns, "lou").await,
-        1,
-        "a take that timed out on the client deleted the session later"
-    );
+        let e = call("locked").await.unwrap_err();
+        assert!(
+            matches!(e, StoreError::Unavailable { op: o, .. } if o == op),
+            "{op}: {e:?}"
+        );
+        // Well past the timeout, release the lock.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        blocker.execute("ROLLBACK").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(
+            rows_of(&pool, &ns, "lou").await,
+            1,
+            "{op} timed out on the client, then deleted the session later"
+        );
+    }
     // The store works on, and the session is still there to take.
     assert_eq!(store.take_session("locked").await.unwrap(), Some(s));
     common::drop_tables(&pool, None, &ns).await.unwrap();

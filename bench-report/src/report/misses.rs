@@ -24,12 +24,12 @@ const WHY: [(&str, &str); 5] = [
     ),
     (
         "postgres",
-        "Get and take are one statement each, one round trip as raw makes (take's `DELETE` \
-         locks its row `FOR UPDATE NOWAIT` and only when the row is locked runs again in a \
-         transaction, so a take the client gave up on never deletes later). Saves, deletes and \
-         revocations are one short transaction: `BEGIN ISOLATION LEVEL READ COMMITTED; SET \
+        "Get, take and delete are one statement each, one round trip as raw makes (take's and \
+         delete's `DELETE` locks its row `FOR UPDATE NOWAIT` and only when the row is locked \
+         runs again in a transaction, so a call the client gave up on never deletes later). \
+         Saves and revocations are one short transaction: `BEGIN ISOLATION LEVEL READ COMMITTED; SET \
          LOCAL statement_timeout …` in one message, then the statement, then `COMMIT` — three \
-         round trips where raw makes one, which puts their ratios near 1/2 wherever the round \
+         round trips where raw makes one, which puts save's ratio near 1/2 wherever the round \
          trip dominates. A save needs the transaction: it takes its subject's advisory lock and \
          then checks for a revocation marker, and one statement's snapshot would predate its \
          own lock, so a revocation committed meanwhile would wear off (rule 10). The \

@@ -154,7 +154,7 @@ fn store_vs_raw_rows_and_verdicts() {
         "- postgres-10k: take at concurrency 32: ratio 0.85 vs target 0.9 (short by 5 points).",
     );
     assert!(
-        page.contains("- **postgres**: Get and take are one statement each"),
+        page.contains("- **postgres**: Get, take and delete are one statement each"),
         "{page}"
     );
 }
