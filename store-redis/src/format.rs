@@ -53,11 +53,28 @@ fn canonical_u32(s: &str) -> Option<u32> {
     (n.to_string() == s).then_some(n)
 }
 
-/// A canonical decimal `i64`, or `None`.
+/// A canonical decimal `i64` (what `i64::to_string` writes), or `None`.
+/// Checked on the bytes, without formatting the number back.
 pub fn decimal(bytes: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(bytes).ok()?;
-    let n: i64 = s.parse().ok()?;
-    (n.to_string() == s).then_some(n)
+    let (negative, digits) = match bytes.strip_prefix(b"-") {
+        Some(digits) => (true, digits),
+        None => (false, bytes),
+    };
+    match digits {
+        [] => return None,
+        [b'0'] if negative => return None,
+        [b'0', _, ..] => return None,
+        _ => {}
+    }
+    // Accumulated on the negative side, so `i64::MIN` fits.
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
+    }
+    if negative { Some(n) } else { n.checked_neg() }
 }
 
 fn malformed(op: &'static str, what: &'static str) -> StoreError {
@@ -238,7 +255,55 @@ mod tests {
         assert!(matches!(torn, Err(StoreError::Corrupt { .. })));
     }
 
+    /// The definition `decimal` must keep: parse, then format back.
+    fn decimal_by_round_trip(bytes: &[u8]) -> Option<i64> {
+        let s = std::str::from_utf8(bytes).ok()?;
+        let n: i64 = s.parse().ok()?;
+        (n.to_string() == s).then_some(n)
+    }
+
+    #[test]
+    fn decimal_accepts_exactly_what_to_string_writes() {
+        for s in [
+            "0",
+            "-0",
+            "00",
+            "01",
+            "-01",
+            "+1",
+            "1",
+            "-1",
+            "",
+            "-",
+            "+",
+            " 1",
+            "1 ",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "1e3",
+            "\u{661}",
+        ] {
+            assert_eq!(
+                decimal(s.as_bytes()),
+                decimal_by_round_trip(s.as_bytes()),
+                "{s:?}"
+            );
+        }
+    }
+
     proptest! {
+        #[test]
+        fn decimal_agrees_with_its_definition(
+            bytes in prop_oneof![
+                proptest::collection::vec(prop_oneof![Just(b'-'), Just(b'+'), Just(b'0'), b'0'..=b'9', any::<u8>()], 0..22),
+                any::<i64>().prop_map(|n| n.to_string().into_bytes()),
+            ]
+        ) {
+            prop_assert_eq!(decimal(&bytes), decimal_by_round_trip(&bytes));
+        }
+
         #[test]
         fn session_decoder_is_total_and_canonical(
             fields in proptest::collection::vec(proptest::option::of(proptest::collection::vec(any::<u8>(), 0..12)), 0..6)

@@ -31,8 +31,6 @@
 //! has one of its own; `ns:k` and its receipts hash alike (`ns:k` has no
 //! braces, so Redis hashes the whole name, which is the receipts' tag).
 
-use std::fmt::Write as _;
-
 /// Number of session buckets per namespace. Part of the storage format:
 /// changing it makes existing sessions unreachable.
 pub(crate) const BUCKETS: u16 = 64;
@@ -40,10 +38,18 @@ pub(crate) const BUCKETS: u16 = 64;
 /// Lowercase hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
+    push_hex(&mut out, bytes);
     out
+}
+
+/// Append the lowercase hex of `bytes` to `out` (a table lookup per
+/// nibble: `write!` per byte cost more than the rest of a get).
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
 }
 
 /// Decode lowercase hex; `None` if `s` is not exactly that.
@@ -88,7 +94,28 @@ impl Keys {
 
     /// The prefix of the session keys of bucket `b` (append the hex jti).
     pub(crate) fn session_prefix(&self, b: u16) -> String {
-        format!("{ns}:s:{{{ns}:{b:02x}}}:", ns = self.ns)
+        self.session_key_with(b, 0)
+    }
+
+    /// The session key of `jti` alone (what a get needs), built in one
+    /// allocation: the same as `session(jti).session`.
+    pub(crate) fn session_key(&self, jti: &str) -> String {
+        let mut k = self.session_key_with(bucket_of(jti.as_bytes()), 2 * jti.len());
+        push_hex(&mut k, jti.as_bytes());
+        k
+    }
+
+    /// `ns:s:{ns:BB}:`, with room for `extra` more bytes.
+    fn session_key_with(&self, b: u16, extra: usize) -> String {
+        debug_assert!(b < BUCKETS);
+        let mut k = String::with_capacity(2 * self.ns.len() + 9 + extra);
+        k.push_str(&self.ns);
+        k.push_str(":s:{");
+        k.push_str(&self.ns);
+        k.push(':');
+        push_hex(&mut k, &[b as u8]);
+        k.push_str("}:");
+        k
     }
 
     /// The session key of a hex-encoded jti in bucket `b`.
@@ -258,6 +285,34 @@ mod tests {
         assert_eq!(unhex("0"), None);
         assert_eq!(unhex("zz"), None);
         assert_eq!(unhex("AB"), None);
+    }
+
+    #[test]
+    fn hex_is_lowercase_two_digits_per_byte() {
+        let all: Vec<u8> = (0..=255).collect();
+        let want: String = all.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex(&all), want);
+    }
+
+    #[test]
+    fn session_key_is_the_stored_layout() {
+        let keys = Keys::new("ns");
+        // Pinned: the storage format's session key of jti "a" (bucket 0x2c).
+        assert_eq!(keys.session_key("a"), "ns:s:{ns:2c}:61");
+        for jti in [
+            "a",
+            "jti-00000001",
+            "'; DROP {x}",
+            "\u{e9}*?",
+            &"j".repeat(255),
+        ] {
+            let k = keys.session(jti);
+            assert_eq!(keys.session_key(jti), k.session, "{jti}");
+            assert_eq!(
+                keys.session_prefix(k.bucket),
+                format!("ns:s:{{ns:{:02x}}}:", k.bucket)
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use broker_core::{Corruption, Result, SessionPage, SessionRecord, StoreError, UnixTime};
 use redis::aio::ConnectionLike;
+use redis::{FromRedisValue, Value};
 
 use crate::error::{bad_marker, utf8};
 use crate::format::{self, SESSION_FIELDS};
@@ -119,16 +120,16 @@ where
     pub(crate) async fn get(&self, jti: &str) -> Result<Option<SessionRecord>> {
         const OP: &str = "get_session";
         let now = self.clock.now();
-        let k = self.keys.session(jti);
+        let key = self.keys.session_key(jti);
         // On a cluster whose connection may read from replicas through the
         // READ script: redis-rs sends scripts to the primary.
-        let fields: Vec<Option<Vec<u8>>> = if self.single() || self.reads_on_primary {
-            self.cmd(OP, redis::cmd("HMGET").arg(&k.session).arg(&SESSION_FIELDS))
+        let reply: Value = if self.single() || self.reads_on_primary {
+            self.cmd(OP, redis::cmd("HMGET").arg(&key).arg(&SESSION_FIELDS))
                 .await?
         } else {
-            self.read(OP, "HMGET", &k.session, &SESSION_FIELDS).await?
+            self.read(OP, "HMGET", &key, &SESSION_FIELDS).await?
         };
-        live(OP, jti, fields, now)
+        live(OP, jti, reply_fields(OP, reply)?, now)
     }
 
     /// Atomic (one script). On a cluster a re-sent copy of the call returns
@@ -234,6 +235,29 @@ where
 /// The session stored under `jti` (its hash's [`SESSION_FIELDS`]), if it
 /// is live at `now` (the store's clock decides; native expiry may have
 /// dropped it already).
+/// The fields of an `HMGET` reply, moved out of it (the usual reply:
+/// bulk strings and nils); any other reply goes through redis-rs's own
+/// conversion, so it fails or succeeds exactly as before.
+fn reply_fields(op: &'static str, reply: Value) -> Result<Vec<Option<Vec<u8>>>> {
+    match reply {
+        Value::Array(items)
+            if items
+                .iter()
+                .all(|v| matches!(v, Value::BulkString(_) | Value::Nil)) =>
+        {
+            Ok(items
+                .into_iter()
+                .map(|v| match v {
+                    Value::BulkString(b) => Some(b),
+                    _ => None,
+                })
+                .collect())
+        }
+        other => FromRedisValue::from_redis_value(other)
+            .map_err(|e| crate::error::map_err(op, redis::RedisError::from(e))),
+    }
+}
+
 fn live(
     op: &'static str,
     jti: &str,
