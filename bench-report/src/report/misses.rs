@@ -41,21 +41,29 @@ const WHY: [(&str, &str); 5] = [
     ),
     (
         "redis",
-        "get is one `HMGET` of the session's four fields, as raw is one `GET`, but decoding four \
-         bulk replies into a `SessionRecord` costs the client more CPU than raw's one buffer, \
-         and at c32 the client, the server and 32 tasks share 2 cores. take, delete and save \
-         are one Lua script each: take also unindexes the session (two sorted sets), a save \
-         reads the subject's marker, indexes the session under its subject and in two sorted \
-         sets, and writes the hash, where raw runs one `GETDEL` or `SET`; every write is \
-         fsynced (`appendfsync always`). At c1 the round trip dominates and the ratios are \
-         close to the targets; at c32 the server's CPU per script is the limit.",
+        "get is one `HMGET` of the session's four fields, as raw is one `GET`: at c1, where \
+         the round trip dominates, it matches raw. At c32 raw `GET` goes faster than \
+         `redis-benchmark` itself (which sends one request per connection at a time), because \
+         redis-rs's multiplexed connection pipelines the 32 tasks' requests on one socket; the \
+         client's CPU per operation then decides, and client and server share 2 cores. Our get \
+         costs the client about 27 000 instructions (callgrind, issue 20: was 37 000 before \
+         the key and reply decoding were reworked), of which redis-rs's parse of the \
+         four-field reply (≈9 400) and its command path (≈5 800) are the driver's own; raw \
+         parses one bulk string and builds no record. take, delete and save are one Lua script \
+         each: take also unindexes the session (two sorted sets), a save reads the subject's \
+         marker, indexes the session under its subject and in two sorted sets, and writes the \
+         hash, where raw runs one `GETDEL` or `SET`; every write is fsynced (`appendfsync \
+         always`). At c32 the server's CPU per script is the limit. Keeping rule 10 without a \
+         marker check on reads is what the save script's extra work buys.",
     ),
     (
         "redis-cluster",
         "get is one `HMGET` on the session's primary (the connection `connect_cluster` makes \
          never reads from replicas). Saves stay two scripts in two slots (the subject's index \
          and marker, then the session's), and take, delete and compare-and-set leave retry \
-         receipts, because redis-rs re-sends requests on a cluster.",
+         receipts, because redis-rs re-sends requests on a cluster. A get at c32 pays the \
+         same client cost per operation as on one node (see redis), where raw's `GET` is \
+         cheaper to parse.",
     ),
     (
         "mongodb",
@@ -70,7 +78,9 @@ const WHY: [(&str, &str); 5] = [
          `find_one_and_delete` grows with the collection (≈150 ms at 10 000 documents, raw \
          and ours alike) and it dropped connections under 32 concurrent preload writers (hence \
          `--preload-concurrency 4` and 1 000 ops), so these figures say little about MongoDB \
-         itself.",
+         itself. In the run of 2026-12-03 it did not answer the bench's `purge_expired` within \
+         the 10 s operation timeout, twice, so `mongo-10k` is still the run of 2026-11-23; \
+         store-mongo's get and take have not changed since but for the `Bytes` blob.",
     ),
 ];
 
