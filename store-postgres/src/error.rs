@@ -86,10 +86,11 @@ pub(crate) fn sqlstate_is_unavailable(code: &str) -> bool {
 
 /// True if a statement run outside a transaction block was refused for a
 /// reason the operation's own transaction handles, so that running it there
-/// is right: a row lock held by another transaction (`55P03`, a take never
-/// waits outside its transaction, see the crate docs), or a serialization
-/// failure or deadlock under a pool whose default isolation is stricter
-/// than `READ COMMITTED` (`40001`, `40P01`). Nothing was changed.
+/// is right: a row lock held by another transaction (`55P03`: a take or
+/// delete never waits outside its transaction, see the crate docs), or a
+/// serialization failure or deadlock under a pool whose default isolation
+/// is stricter than `READ COMMITTED` (`40001`, `40P01`). Nothing was
+/// changed.
 pub(crate) fn needs_transaction(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .and_then(|d| d.code())

@@ -39,11 +39,12 @@
 //! three run in a transaction too: an unnamed statement takes two messages,
 //! which only a transaction keeps on one server connection.
 //!
-//! Upserts use `INSERT ... ON CONFLICT ... DO UPDATE`; take is `DELETE ... RETURNING` filtered
-//! on expiry and revocation, so of many concurrent takers exactly one gets
-//! the session; create-once records use `ON CONFLICT DO NOTHING` and read
-//! the winner; purge deletes in batches of 1000 rows (`FOR UPDATE SKIP
-//! LOCKED`) so it never holds long locks; scans use keyset pagination.
+//! Upserts use `INSERT ... ON CONFLICT ... DO UPDATE`; take is `DELETE ...
+//! RETURNING` filtered on expiry and revocation, so of many concurrent
+//! takers exactly one gets the session; create-once records use `ON
+//! CONFLICT DO NOTHING` and read the winner; purge deletes in batches of
+//! 1000 rows (`FOR UPDATE SKIP LOCKED`) so it never holds long locks; scans
+//! use keyset pagination.
 //!
 //! Nothing relies on session state (no session-level `SET`, no session
 //! advisory lock), so the store works behind PgBouncer in transaction
@@ -73,16 +74,17 @@
 //! cancelled by the server). A take or delete that gave up while waiting
 //! for a row lock never deletes later either (it waits only inside its
 //! transaction, see above). One case is left, as for any commit already
-//! sent: a take or delete whose server stalls past the timeout on something else (a table lock
-//! held by DDL, a stalled WAL flush) may still delete the session after
-//! the caller saw `Unavailable`; a retried take then finds nothing, so the
-//! user logs in again. A session is lost, never revived or revealed. A pool
-//! made by [`PostgresStore::connect`] also gives up acquiring a connection
-//! after [`CONNECT_ACQUIRE_TIMEOUT`] (5 s). A server that is down or restarting therefore costs an operation
-//! at most that long, and it fails with [`StoreError::Unavailable`].
-//! Errors are classified by SQLSTATE code and driver error variant, never
-//! by message text. The pool replaces broken connections by itself, so the
-//! same store works again once the server is back.
+//! sent: a take or delete whose server stalls past the timeout on something
+//! else (a table lock held by DDL, a stalled WAL flush) may still delete
+//! the session after the caller saw `Unavailable`; a retried take then
+//! finds nothing, so the user logs in again. A session is lost, never
+//! revived or revealed. A pool made by [`PostgresStore::connect`] also
+//! gives up acquiring a connection after [`CONNECT_ACQUIRE_TIMEOUT`] (5 s).
+//! A server that is down or restarting therefore costs an operation at most
+//! that long, and it fails with [`StoreError::Unavailable`]. Errors are
+//! classified by SQLSTATE code and driver error variant, never by message
+//! text. The pool replaces broken connections by itself, so the same store
+//! works again once the server is back.
 //!
 //! # Durability
 //!
