@@ -232,9 +232,6 @@ where
     }
 }
 
-/// The session stored under `jti` (its hash's [`SESSION_FIELDS`]), if it
-/// is live at `now` (the store's clock decides; native expiry may have
-/// dropped it already).
 /// The fields of an `HMGET` reply, moved out of it (the usual reply:
 /// bulk strings and nils); any other reply goes through redis-rs's own
 /// conversion, so it fails or succeeds exactly as before.
@@ -258,6 +255,9 @@ fn reply_fields(op: &'static str, reply: Value) -> Result<Vec<Option<Vec<u8>>>> 
     }
 }
 
+/// The session stored under `jti` (its hash's [`SESSION_FIELDS`]), if it
+/// is live at `now` (the store's clock decides; native expiry may have
+/// dropped it already).
 fn live(
     op: &'static str,
     jti: &str,
