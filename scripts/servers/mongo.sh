@@ -7,7 +7,7 @@
 # 127.0.0.1:57017, with its data under ${BROKER_TEST_DIR:-/tmp/broker-test}/mongo.
 #
 #   mongo.sh install   create the venv and install SecantusDB (idempotent)
-#   mongo.sh start     start (or restart) the server; prints `export VAR=value` lines
+#   mongo.sh start     start (or restart) the server with no data; prints `export VAR=value` lines
 #   mongo.sh stop      stop the server this script started (by PID)
 #   mongo.sh restart   stop and start again on the same port, keeping the data
 set -euo pipefail
@@ -74,6 +74,10 @@ stop() { stop_recorded; }
 start() {
     install
     stop
+    # A throwaway server starts empty, as postgres.sh's does: data left by
+    # earlier runs (a benchmark that failed before dropping its namespace)
+    # slows SecantusDB down for every later test. `restart` keeps the data.
+    rm -rf "$DATA"
     launch
     local restart_cmd
     restart_cmd="BROKER_TEST_DIR=$(printf '%q' "$BASE") $(printf '%q' "$SELF") restart"
