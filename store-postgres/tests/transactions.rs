@@ -43,6 +43,35 @@ async fn rows_of(pool: &sqlx::PgPool, ns: &Namespace, sub: &str) -> i64 {
         .unwrap()
 }
 
+/// A store on a pool of one connection, with a 400 ms operation timeout.
+async fn one_connection_store(url: &str, ns: &Namespace) -> PostgresStore {
+    let one = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .unwrap();
+    PostgresStore::new(one)
+        .with_namespace(ns.clone())
+        .with_operation_timeout(Duration::from_millis(400))
+}
+
+/// Another connection that runs `lock` in a transaction it keeps open, as a
+/// write in flight.
+async fn hold_in_transaction(url: &str, lock: String) -> sqlx::PgConnection {
+    let mut blocker = sqlx::PgConnection::connect(url).await.unwrap();
+    blocker.execute("BEGIN").await.unwrap();
+    blocker.execute(sqlx::AssertSqlSafe(lock)).await.unwrap();
+    blocker
+}
+
+/// Well past the 400 ms timeout, release `blocker`'s locks, then give what
+/// waited on them time to finish.
+async fn release_well_past_the_timeout(mut blocker: sqlx::PgConnection) {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    blocker.execute("ROLLBACK").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+}
+
 /// A save whose statement waits on a lock past the client's timeout fails
 /// with `Unavailable`, and its row never appears, not after the lock is
 /// released either: the server cancels the statement (`statement_timeout`)
@@ -53,14 +82,7 @@ async fn a_call_that_timed_out_never_commits_later() {
     let (pool, ns, _) = common::fresh_store(&url).await;
     // One connection, on which the save statement is prepared already, so
     // the lock holds up its execution (not its parsing).
-    let one = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&url)
-        .await
-        .unwrap();
-    let store = PostgresStore::new(one)
-        .with_namespace(ns.clone())
-        .with_operation_timeout(Duration::from_millis(400));
+    let store = one_connection_store(&url, &ns).await;
     let now = unix_now();
     store
         .save_session(&session("warm-up", "walt", now + 3600, now - 5))
@@ -68,14 +90,8 @@ async fn a_call_that_timed_out_never_commits_later() {
         .unwrap();
 
     // Another connection blocks every insert into the sessions table.
-    let mut blocker = sqlx::PgConnection::connect(&url).await.unwrap();
-    blocker.execute("BEGIN").await.unwrap();
-    blocker
-        .execute(sqlx::AssertSqlSafe(format!(
-            "LOCK TABLE \"{ns}_sessions\" IN SHARE MODE"
-        )))
-        .await
-        .unwrap();
+    let blocker =
+        hold_in_transaction(&url, format!("LOCK TABLE \"{ns}_sessions\" IN SHARE MODE")).await;
 
     let e = store
         .save_session(&session("late", "lena", now + 3600, now - 5))
@@ -91,10 +107,7 @@ async fn a_call_that_timed_out_never_commits_later() {
         ),
         "{e:?}"
     );
-    // Well past the statement timeout, release the lock.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    blocker.execute("ROLLBACK").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    release_well_past_the_timeout(blocker).await;
     assert_eq!(
         rows_of(&pool, &ns, "lena").await,
         0,
@@ -116,14 +129,7 @@ async fn a_call_that_timed_out_never_commits_later() {
 async fn a_take_or_delete_that_timed_out_never_deletes_later() {
     let url = server!();
     let (pool, ns, _) = common::fresh_store(&url).await;
-    let one = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&url)
-        .await
-        .unwrap();
-    let store = PostgresStore::new(one)
-        .with_namespace(ns.clone())
-        .with_operation_timeout(Duration::from_millis(400));
+    let store = one_connection_store(&url, &ns).await;
     let now = unix_now();
     let s = session("locked", "lou", now + 3600, now - 5);
     store.save_session(&s).await.unwrap();
@@ -136,24 +142,15 @@ async fn a_take_or_delete_that_timed_out_never_deletes_later() {
         assert!(!call("absent").await.unwrap());
 
         // Another connection holds the session's row lock, as a write in flight.
-        let mut blocker = sqlx::PgConnection::connect(&url).await.unwrap();
-        blocker.execute("BEGIN").await.unwrap();
-        blocker
-            .execute(sqlx::AssertSqlSafe(format!(
-                "SELECT 1 FROM \"{ns}_sessions\" WHERE jti = 'locked' FOR UPDATE"
-            )))
-            .await
-            .unwrap();
+        let lock = format!("SELECT 1 FROM \"{ns}_sessions\" WHERE jti = 'locked' FOR UPDATE");
+        let blocker = hold_in_transaction(&url, lock).await;
 
         let e = call("locked").await.unwrap_err();
         assert!(
             matches!(e, StoreError::Unavailable { op: o, .. } if o == op),
             "{op}: {e:?}"
         );
-        // Well past the timeout, release the lock.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        blocker.execute("ROLLBACK").await.unwrap();
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        release_well_past_the_timeout(blocker).await;
         assert_eq!(
             rows_of(&pool, &ns, "lou").await,
             1,
